@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stddef.h>
+
+/*
+ * Take the sockets systemd passed (sd_listen_fds). Each must be a listening
+ * AF_UNIX SOCK_STREAM socket; they are made non-blocking.
+ *
+ * Return: number of sockets (0: not socket-activated) with their fds in
+ * *ret_fds (malloc'd), or -errno: -EPROTOTYPE when a passed fd is not a
+ * listening Unix stream socket (@ret_bad names it).
+ */
+int listen_activated(int **ret_fds, int *ret_bad);
+
+/*
+ * Bind and listen on @path, mode 0666, creating its parent folder (0755)
+ * when missing. A stale socket file nobody listens on is replaced.
+ *
+ * Return: the listening fd, or -errno: -EADDRINUSE when a server already
+ * listens on @path, -EEXIST when @path exists and is not a socket,
+ * -ENAMETOOLONG when @path does not fit a sockaddr_un.
+ */
+int listen_bind(const char *path);

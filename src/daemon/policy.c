@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The compiled policy: an immutable, reference-counted array of rules in
+ * evaluation order, plus two hash indexes so that a check never walks
+ * unrelated rules:
+ *
+ *   - exact actions: action name -> chain of the rules naming it;
+ *   - patterns: literal prefix (the text before the first '*') -> chain of
+ *     the patterns with that prefix. A lookup probes only the prefix lengths
+ *     that occur in the policy.
+ *
+ * Chains are in ascending rule order, so the first match of each chain is
+ * that chain's best candidate and the overall first match is the smallest of
+ * them: first-match order stays exact across exact rules and patterns.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "action.h"
+#include "macro.h"
+#include "policy.h"
+
+#define NONE UINT32_MAX
+
+typedef struct Rule {
+        uint32_t action; /* offset into strings */
+        uint32_t next;   /* next rule in the same index chain, or NONE */
+        uint32_t ranges; /* offset into ranges: n_uids uid ranges, then n_gids gid ranges */
+        uint32_t n_uids, n_gids;
+        uint32_t file;
+        uint32_t line;
+        uint8_t effect;
+        uint8_t anyone;
+        uint8_t pattern;
+} Rule;
+
+typedef struct Slot {
+        uint32_t hash;
+        uint32_t len;
+        uint32_t key;  /* offset into strings */
+        uint32_t head; /* first rule of the chain, NONE when the slot is empty */
+} Slot;
+
+typedef struct Index {
+        Slot *slots;
+        uint32_t mask;
+} Index;
+
+struct Policy {
+        unsigned n_ref;
+        Decision default_decision;
+        Rule *rules;
+        size_t n_rules;
+        char *strings;
+        IdRange *ranges;
+        char **files;
+        size_t n_files;
+        Index exact, prefix;
+        uint64_t prefix_lens[(ACTION_MAX + 64) / 64]; /* bit L: some pattern has a prefix of length L */
+};
+
+struct PolicyBuilder {
+        Policy *p;
+        size_t cap_rules, n_strings, cap_strings, n_ranges, cap_ranges;
+};
+
+static int grow(void **v, size_t *cap, size_t need, size_t size) {
+        if (need <= *cap)
+                return 0;
+        size_t n = *cap ? *cap : 16;
+        while (n < need)
+                n *= 2;
+        void *m = reallocarray(*v, n, size);
+        if (!m)
+                return -ENOMEM;
+        *v = m;
+        *cap = n;
+        return 0;
+}
+
+static uint32_t fnv_step(uint32_t h, unsigned char c) {
+        return (h ^ c) * 16777619u;
+}
+#define FNV_BASIS 2166136261u
+
+PolicyBuilder *policy_builder_new(void) {
+        PolicyBuilder *b = calloc(1, sizeof(*b));
+        if (!b)
+                return NULL;
+        b->p = calloc(1, sizeof(Policy));
+        if (!b->p) {
+                free(b);
+                return NULL;
+        }
+        b->p->n_ref = 1;
+        return b;
+}
+
+static void policy_free(Policy *p) {
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n_files; i++)
+                free(p->files[i]);
+        free(p->files);
+        free(p->rules);
+        free(p->strings);
+        free(p->ranges);
+        free(p->exact.slots);
+        free(p->prefix.slots);
+        free(p);
+}
+
+PolicyBuilder *policy_builder_free(PolicyBuilder *b) {
+        if (!b)
+                return NULL;
+        policy_free(b->p);
+        free(b);
+        return NULL;
+}
+
+int policy_builder_add_file(PolicyBuilder *b, const char *path) {
+        Policy *p = b->p;
+        char **f = reallocarray(p->files, p->n_files + 1, sizeof(char *));
+        if (!f)
+                return -ENOMEM;
+        p->files = f;
+        if (!(f[p->n_files] = strdup(path)))
+                return -ENOMEM;
+        p->n_files++;
+        return 0;
+}
+
+void policy_builder_set_default(PolicyBuilder *b, Decision d) {
+        b->p->default_decision = d == DECISION_ALLOW ? DECISION_ALLOW : DECISION_DENY;
+}
+
+static int cmp_range(const void *a, const void *b) {
+        const IdRange *x = a, *y = b;
+        return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Append @n ranges sorted and merged, so that lookups can bisect. */
+static int add_ranges(PolicyBuilder *b, const IdRange *r, size_t n, uint32_t *ret_n) {
+        if (n > UINT32_MAX - b->n_ranges || grow((void **) &b->p->ranges, &b->cap_ranges, b->n_ranges + n, sizeof(IdRange)) < 0)
+                return -ENOMEM;
+        IdRange *dst = b->p->ranges + b->n_ranges;
+        memcpy(dst, r, n * sizeof(IdRange));
+        qsort(dst, n, sizeof(IdRange), cmp_range);
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (k > 0 && dst[i].lo <= dst[k - 1].hi + 1) { /* hi <= 4294967294: no overflow */
+                        if (dst[i].hi > dst[k - 1].hi)
+                                dst[k - 1].hi = dst[i].hi;
+                } else
+                        dst[k++] = dst[i];
+        }
+        b->n_ranges += k;
+        *ret_n = (uint32_t) k;
+        return 0;
+}
+
+int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
+        Policy *p = b->p;
+        size_t len = s->action ? strnlen(s->action, ACTION_MAX + 1) : 0;
+
+        if (!action_valid(s->action, len, true) || p->n_files == 0)
+                return -EINVAL;
+        if (p->n_rules >= NONE - 1 || b->n_strings + len + 1 > UINT32_MAX)
+                return -ENOMEM;
+        if (grow((void **) &p->rules, &b->cap_rules, p->n_rules + 1, sizeof(Rule)) < 0 ||
+            grow((void **) &p->strings, &b->cap_strings, b->n_strings + len + 1, 1) < 0)
+                return -ENOMEM;
+
+        Rule *r = &p->rules[p->n_rules];
+        *r = (Rule){
+                .action = (uint32_t) b->n_strings,
+                .next = NONE,
+                .ranges = (uint32_t) b->n_ranges,
+                .file = (uint32_t) (p->n_files - 1),
+                .line = s->line,
+                .effect = s->effect == DECISION_ALLOW,
+                .anyone = s->anyone,
+                .pattern = memchr(s->action, '*', len) != NULL,
+        };
+        if (add_ranges(b, s->uids, s->n_uids, &r->n_uids) < 0 || add_ranges(b, s->gids, s->n_gids, &r->n_gids) < 0)
+                return -ENOMEM;
+        memcpy(p->strings + b->n_strings, s->action, len + 1);
+        b->n_strings += len + 1;
+        p->n_rules++;
+        return 0;
+}
+
+static int index_init(Index *x, size_t n) {
+        size_t size = 16;
+        while (size < 2 * n)
+                size *= 2;
+        x->slots = malloc(size * sizeof(Slot));
+        if (!x->slots)
+                return -ENOMEM;
+        for (size_t i = 0; i < size; i++)
+                x->slots[i].head = NONE;
+        x->mask = (uint32_t) (size - 1);
+        return 0;
+}
+
+static Slot *index_find(const Index *x, const char *strings, const char *key, uint32_t len, uint32_t hash) {
+        for (uint32_t i = hash & x->mask;; i = (i + 1) & x->mask) {
+                Slot *s = &x->slots[i];
+                if (s->head == NONE ||
+                    (s->hash == hash && s->len == len && memcmp(strings + s->key, key, len) == 0))
+                        return s;
+        }
+}
+
+static uint32_t hash_n(const char *s, size_t n) {
+        uint32_t h = FNV_BASIS;
+        for (size_t i = 0; i < n; i++)
+                h = fnv_step(h, (unsigned char) s[i]);
+        return h;
+}
+
+int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
+        _cleanup_(policy_builder_freep) PolicyBuilder *bb = b;
+        Policy *p = b->p;
+        size_t n_pat = 0;
+
+        for (size_t i = 0; i < p->n_rules; i++)
+                n_pat += p->rules[i].pattern;
+        if (index_init(&p->exact, p->n_rules - n_pat) < 0 || index_init(&p->prefix, n_pat) < 0)
+                return -ENOMEM;
+
+        /* Walk backwards and push to the front: every chain ends up ascending. */
+        for (size_t i = p->n_rules; i-- > 0;) {
+                Rule *r = &p->rules[i];
+                const char *a = p->strings + r->action;
+                uint32_t len = (uint32_t) (r->pattern ? strcspn(a, "*") : strlen(a));
+                uint32_t h = hash_n(a, len);
+                Slot *s = index_find(r->pattern ? &p->prefix : &p->exact, p->strings, a, len, h);
+
+                if (s->head == NONE)
+                        *s = (Slot){ .hash = h, .len = len, .key = r->action, .head = NONE };
+                r->next = s->head;
+                s->head = (uint32_t) i;
+                if (r->pattern)
+                        p->prefix_lens[len / 64] |= UINT64_C(1) << (len % 64);
+        }
+
+        *ret_policy = TAKE_PTR(b->p);
+        return 0;
+}
+
+Policy *policy_ref(Policy *p) {
+        if (p)
+                p->n_ref++;
+        return p;
+}
+
+Policy *policy_unref(Policy *p) {
+        if (p && --p->n_ref == 0)
+                policy_free(p);
+        return NULL;
+}
+
+static bool ranges_contain(const IdRange *r, size_t n, uint32_t id) {
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (id < r[mid].lo)
+                        hi = mid;
+                else if (id > r[mid].hi)
+                        lo = mid + 1;
+                else
+                        return true;
+        }
+        return false;
+}
+
+static bool subject_matches(const Policy *p, const Rule *r, const PeerCreds *id) {
+        if (r->anyone)
+                return true;
+        const IdRange *uids = p->ranges + r->ranges, *gids = uids + r->n_uids;
+        if (ranges_contain(uids, r->n_uids, id->uid) || ranges_contain(gids, r->n_gids, id->gid))
+                return true;
+        for (size_t i = 0; r->n_gids > 0 && i < id->n_groups; i++)
+                if (ranges_contain(gids, r->n_gids, id->groups[i]))
+                        return true;
+        return false;
+}
+
+/* First rule of chain @head, before @best, that matches @action and @id. */
+static uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id) {
+        for (uint32_t i = head; i != NONE && i < best; i = p->rules[i].next) {
+                const Rule *r = &p->rules[i];
+                if (r->pattern && fnmatch(p->strings + r->action, action, 0) != 0)
+                        continue;
+                if (subject_matches(p, r, id))
+                        return i;
+        }
+        return best;
+}
+
+Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
+        Verdict v = { .decision = DECISION_DENY };
+        size_t len = action ? strnlen(action, ACTION_MAX + 1) : 0;
+
+        if (!p || !id || !action_valid(action, len, false))
+                return v;
+
+        uint32_t best = NONE, h = hash_n(action, len);
+        best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, h)->head, best, action, id);
+
+        h = FNV_BASIS;
+        for (size_t l = 0; l <= len; l++) {
+                if (p->prefix_lens[l / 64] & (UINT64_C(1) << (l % 64)))
+                        best = chain_first(p, index_find(&p->prefix, p->strings, action, (uint32_t) l, h)->head, best,
+                                           action, id);
+                if (l < len)
+                        h = fnv_step(h, (unsigned char) action[l]);
+        }
+
+        if (best == NONE) {
+                v.decision = p->default_decision;
+                v.by_default = true;
+                return v;
+        }
+        const Rule *r = &p->rules[best];
+        v.decision = r->effect ? DECISION_ALLOW : DECISION_DENY;
+        v.file = p->files[r->file];
+        v.line = r->line;
+        return v;
+}
+
+size_t policy_n_rules(const Policy *p) {
+        return p ? p->n_rules : 0;
+}
+
+size_t policy_n_files(const Policy *p) {
+        return p ? p->n_files : 0;
+}
+
+const char *policy_file(const Policy *p, size_t i) {
+        return p && i < p->n_files ? p->files[i] : NULL;
+}
+
+Decision policy_default(const Policy *p) {
+        return p ? p->default_decision : DECISION_DENY;
+}

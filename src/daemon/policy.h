@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "peercred.h"
+
+/* DENY is the zero value: zeroed memory, early returns and errors all deny. */
+typedef enum Decision {
+        DECISION_DENY = 0,
+        DECISION_ALLOW = 1,
+} Decision;
+
+typedef struct Policy Policy;
+typedef struct PolicyBuilder PolicyBuilder;
+
+/* An inclusive range of uids or gids, both ends in 0..4294967294. */
+typedef struct IdRange {
+        uint32_t lo, hi;
+} IdRange;
+
+/* One rule as the loader hands it to the builder. */
+typedef struct RuleSpec {
+        const char *action; /* exact name or pattern with '*' */
+        Decision effect;
+        bool anyone;
+        const IdRange *uids;
+        size_t n_uids;
+        const IdRange *gids; /* match the primary gid and every supplementary group */
+        size_t n_gids;
+        unsigned line; /* the rule's line in its file */
+} RuleSpec;
+
+/* Where a decision came from: a rule (file and line) or the default. */
+typedef struct Verdict {
+        Decision decision;
+        bool by_default;
+        const char *file; /* valid while the Policy lives; NULL by default */
+        unsigned line;
+} Verdict;
+
+/*
+ * Builder: the loader adds files and rules in evaluation order, then
+ * policy_builder_finish() compiles them into an immutable Policy.
+ */
+PolicyBuilder *policy_builder_new(void);
+PolicyBuilder *policy_builder_free(PolicyBuilder *b);
+
+/* Start a new source file; later rules belong to it. Return: 0 or -ENOMEM. */
+int policy_builder_add_file(PolicyBuilder *b, const char *path);
+
+/* Add a rule (copied). Return: 0, -EINVAL for a bad action, or -ENOMEM. */
+int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *spec);
+
+void policy_builder_set_default(PolicyBuilder *b, Decision d);
+
+/*
+ * Compile everything added so far into an index. The builder is consumed
+ * (freed) whatever the outcome.
+ *
+ * Return: 0 and *ret_policy, or -ENOMEM.
+ */
+int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy);
+
+Policy *policy_ref(Policy *p);
+Policy *policy_unref(Policy *p);
+
+/*
+ * Decide @action (NUL-terminated) for the identity @id. The first rule in
+ * evaluation order whose action matches and whose subject matches decides;
+ * no match gives the policy's default. An invalid action is denied.
+ *
+ * Return: the verdict; its decision is ALLOW only for a complete match.
+ */
+Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id);
+
+size_t policy_n_rules(const Policy *p);
+size_t policy_n_files(const Policy *p);
+const char *policy_file(const Policy *p, size_t i);
+Decision policy_default(const Policy *p);
+
+static inline void policy_unrefp(Policy **p) {
+        policy_unref(*p);
+}
+static inline void policy_builder_freep(PolicyBuilder **b) {
+        policy_builder_free(*b);
+}

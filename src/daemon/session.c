@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The line protocol of one connection, without any I/O: bytes in, replies
+ * out. Keeping it free of sockets lets the unit tests and the fuzzer drive
+ * exactly the code the daemon runs, split at any byte.
+ *
+ * The identity used for every decision is the one the kernel gave at accept
+ * time (s->creds); nothing the client sends can change it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "action.h"
+#include "macro.h"
+#include "session.h"
+
+#define OUT_KEEP 128 /* keep a drained reply buffer up to this size */
+
+const char *proto_error_name(ProtoError e) {
+        switch (e) {
+        case PROTO_OK:
+                return NULL;
+        case PROTO_BAD_REQUEST:
+                return "bad-request";
+        case PROTO_UNKNOWN_COMMAND:
+                return "unknown-command";
+        case PROTO_BAD_ACTION:
+                return "bad-action";
+        case PROTO_LINE_TOO_LONG:
+                return "line-too-long";
+        case PROTO_TIMEOUT:
+                return "timeout";
+        case PROTO_NO_CREDENTIALS:
+                return "no-credentials";
+        }
+        return "bad-request";
+}
+
+ProtoError proto_parse(char *line, size_t len, Request *ret) {
+        static const struct {
+                const char *verb;
+                RequestType type;
+                unsigned n_args;
+        } verbs[] = {
+                { "CHECK", REQ_CHECK, 1 },
+                { "PING", REQ_PING, 0 },
+                { "WHOAMI", REQ_WHOAMI, 0 },
+        };
+        char *args[2] = {};
+        unsigned n_args = 0;
+
+        if (len == 0)
+                return PROTO_BAD_REQUEST;
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char) line[i] < 0x20 || (unsigned char) line[i] > 0x7e)
+                        return PROTO_BAD_REQUEST;
+        line[len] = '\0';
+
+        /* Split at every space: "CHECK  a" and "CHECK a " have an empty argument. */
+        char *sp = strchr(line, ' ');
+        size_t verb_len = sp ? (size_t) (sp - line) : len;
+        for (char *p = sp; p; p = strchr(p, ' ')) {
+                *p++ = '\0';
+                if (n_args < ELEMENTSOF(args))
+                        args[n_args] = p;
+                n_args++;
+        }
+
+        for (size_t v = 0; v < ELEMENTSOF(verbs); v++) {
+                if (strlen(verbs[v].verb) != verb_len || memcmp(verbs[v].verb, line, verb_len) != 0)
+                        continue;
+                if (n_args != verbs[v].n_args)
+                        return PROTO_BAD_REQUEST;
+                for (unsigned a = 0; a < n_args; a++)
+                        if (args[a][0] == '\0')
+                                return PROTO_BAD_REQUEST;
+                if (verbs[v].type == REQ_CHECK && !action_valid(args[0], strlen(args[0]), false))
+                        return PROTO_BAD_ACTION;
+                *ret = (Request){ .type = verbs[v].type, .action = args[0] };
+                return PROTO_OK;
+        }
+        return PROTO_UNKNOWN_COMMAND;
+}
+
+void session_init(Session *s, PeerCreds *creds) {
+        *s = (Session){ .creds = *creds };
+        *creds = (PeerCreds){};
+}
+
+void session_done(Session *s) {
+        if (!s)
+                return;
+        peer_creds_done(&s->creds);
+        free(s->in);
+        free(s->out);
+        *s = (Session){};
+}
+
+static int out_reserve(Session *s, size_t n) {
+        if (s->out_off > 0 && s->out_off == s->n_out)
+                s->out_off = s->n_out = 0;
+        if (s->n_out + n <= s->cap_out)
+                return 0;
+        /* Move unsent bytes to the front before growing. */
+        if (s->out_off > 0) {
+                memmove(s->out, s->out + s->out_off, s->n_out - s->out_off);
+                s->n_out -= s->out_off;
+                s->out_off = 0;
+                if (s->n_out + n <= s->cap_out)
+                        return 0;
+        }
+        size_t cap = s->cap_out ? s->cap_out : 64;
+        while (cap < s->n_out + n)
+                cap *= 2;
+        char *m = realloc(s->out, cap);
+        if (!m)
+                return -ENOMEM;
+        s->out = m;
+        s->cap_out = cap;
+        return 0;
+}
+
+static int out_add(Session *s, const char *text, size_t n) {
+        if (out_reserve(s, n) < 0)
+                return -ENOMEM;
+        memcpy(s->out + s->n_out, text, n);
+        s->n_out += n;
+        return 0;
+}
+
+static int out_creds(Session *s) {
+        /* "CREDS pid=P uid=U gid=G groups=a,b\n": 11 bytes per group at most. */
+        size_t max = 80 + s->creds.n_groups * 11;
+        if (out_reserve(s, max) < 0)
+                return -ENOMEM;
+        char *p = s->out + s->n_out;
+        p += sprintf(p, "CREDS pid=%" PRIi32 " uid=%" PRIu32 " gid=%" PRIu32 " groups=", (int32_t) s->creds.pid,
+                     (uint32_t) s->creds.uid, (uint32_t) s->creds.gid);
+        for (size_t i = 0; i < s->creds.n_groups; i++)
+                p += sprintf(p, "%s%" PRIu32, i ? "," : "", (uint32_t) s->creds.groups[i]);
+        *p++ = '\n';
+        s->n_out = (size_t) (p - s->out);
+        return 0;
+}
+
+int session_fail(Session *s, ProtoError e, Stats *stats) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "ERR %s\n", proto_error_name(e));
+
+        if (s->closing)
+                return 0;
+        s->closing = true;
+        free(s->in);
+        s->in = NULL;
+        s->n_in = 0;
+        if (stats)
+                stats->errors++;
+        return out_add(s, line, (size_t) n);
+}
+
+static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, size_t len) {
+        Request req;
+        ProtoError e = proto_parse(line, len, &req);
+
+        if (e != PROTO_OK)
+                return session_fail(s, e, stats);
+        stats->requests++;
+        switch (req.type) {
+        case REQ_CHECK: {
+                Verdict v = policy_check(p, req.action, &s->creds);
+                if (v.decision == DECISION_ALLOW) {
+                        stats->allowed++;
+                        return out_add(s, "ALLOW\n", 6);
+                }
+                stats->denied++;
+                return out_add(s, "DENY\n", 5);
+        }
+        case REQ_PING:
+                return out_add(s, "PONG\n", 5);
+        case REQ_WHOAMI:
+                return out_creds(s);
+        }
+        return session_fail(s, PROTO_BAD_REQUEST, stats);
+}
+
+/* Handle complete lines in buf[0..n); return how many bytes were used. */
+static size_t handle_buffer(Session *s, const Policy *p, Stats *stats, char *buf, size_t n, int *count) {
+        size_t used = 0;
+
+        while (!s->closing && used < n && session_pending(s) < SESSION_OUT_HIGH) {
+                size_t left = n - used, scan = left < LINE_MAX_BYTES ? left : LINE_MAX_BYTES;
+                char *nl = memchr(buf + used, '\n', scan);
+                if (!nl) {
+                        if (left >= LINE_MAX_BYTES && session_fail(s, PROTO_LINE_TOO_LONG, stats) < 0)
+                                *count = -ENOMEM;
+                        break;
+                }
+                size_t len = (size_t) (nl - (buf + used));
+                if (handle_line(s, p, stats, buf + used, len) < 0) {
+                        *count = -ENOMEM;
+                        break;
+                }
+                used += len + 1;
+                if (*count >= 0)
+                        (*count)++;
+        }
+        return used;
+}
+
+int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n) {
+        int count = 0;
+
+        if (s->closing)
+                return 0;
+
+        if (s->n_in == 0) {
+                /* Fast path: handle straight from the caller's buffer, keep the rest. */
+                size_t used = handle_buffer(s, p, stats, data, n, &count);
+                if (!s->closing && used < n) {
+                        s->in = malloc(n - used);
+                        if (!s->in)
+                                return -ENOMEM;
+                        memcpy(s->in, data + used, n - used);
+                        s->n_in = n - used;
+                }
+                return count;
+        }
+
+        if (n > 0) {
+                char *m = realloc(s->in, s->n_in + n);
+                if (!m)
+                        return -ENOMEM;
+                s->in = m;
+                memcpy(s->in + s->n_in, data, n);
+                s->n_in += n;
+        }
+
+        size_t used = handle_buffer(s, p, stats, s->in, s->n_in, &count);
+        if (s->closing)
+                return count;
+        memmove(s->in, s->in + used, s->n_in - used);
+        s->n_in -= used;
+        if (s->n_in == 0) {
+                free(s->in);
+                s->in = NULL;
+        }
+        return count;
+}
+
+void session_sent(Session *s, size_t n) {
+        s->out_off += n;
+        if (s->out_off >= s->n_out) {
+                s->out_off = s->n_out = 0;
+                if (s->cap_out > OUT_KEEP) {
+                        free(s->out);
+                        s->out = NULL;
+                        s->cap_out = 0;
+                }
+        }
+}
+
+bool session_wants_input(const Session *s) {
+        return !s->closing && session_pending(s) < SESSION_OUT_HIGH && !session_has_backlog(s);
+}
+
+bool session_has_backlog(const Session *s) {
+        return !s->closing && s->n_in > 0 && memchr(s->in, '\n', s->n_in) != NULL;
+}

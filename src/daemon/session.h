@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "peercred.h"
+#include "policy.h"
+
+#define LINE_MAX_BYTES 1024        /* a request line, newline included */
+#define SESSION_OUT_HIGH (64 * 1024) /* stop reading requests above this much unsent reply */
+
+typedef enum RequestType {
+        REQ_CHECK,
+        REQ_PING,
+        REQ_WHOAMI,
+} RequestType;
+
+/* Why a request is refused; the name is what goes after "ERR ". */
+typedef enum ProtoError {
+        PROTO_OK = 0,
+        PROTO_BAD_REQUEST,
+        PROTO_UNKNOWN_COMMAND,
+        PROTO_BAD_ACTION,
+        PROTO_LINE_TOO_LONG,
+        PROTO_TIMEOUT,
+        PROTO_NO_CREDENTIALS,
+} ProtoError;
+
+typedef struct Request {
+        RequestType type;
+        const char *action; /* points into the parsed line, NUL-terminated */
+} Request;
+
+typedef struct Stats {
+        uint64_t requests, allowed, denied, errors;
+} Stats;
+
+/* Per-connection protocol state: framing, dispatch and queued replies. */
+typedef struct Session {
+        PeerCreds creds;
+        char *in; /* bytes received but not yet handled (partial line or back-pressure) */
+        size_t n_in;
+        char *out; /* replies not yet sent: out[out_off..n_out) */
+        size_t out_off, n_out, cap_out;
+        bool closing; /* an ERR is queued: flush, then close; ignore further input */
+} Session;
+
+/* "bad-request", ... for an error; NULL for PROTO_OK. */
+const char *proto_error_name(ProtoError e);
+
+/*
+ * Parse one request line (without its newline). @line is modified in place
+ * (arguments get NUL-terminated).
+ *
+ * Return: PROTO_OK and *ret filled, or the error to reply with.
+ */
+ProtoError proto_parse(char *line, size_t len, Request *ret);
+
+/* Take ownership of @creds (moved; *creds is zeroed). */
+void session_init(Session *s, PeerCreds *creds);
+void session_done(Session *s);
+
+/*
+ * Feed @n bytes received from the client (@data is modified in place) and
+ * handle every complete request while fewer than SESSION_OUT_HIGH reply bytes
+ * are pending. Bytes not handled yet are kept; call again with n = 0 after
+ * the output drained. After an error reply the session is closing and
+ * discards all input.
+ *
+ * Return: number of complete requests handled (>= 0), or -ENOMEM.
+ */
+int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n);
+
+/* Queue "ERR <reason>" and start closing. Return: 0 or -ENOMEM. */
+int session_fail(Session *s, ProtoError e, Stats *stats);
+
+/* Pending reply bytes. */
+static inline size_t session_pending(const Session *s) {
+        return s->n_out - s->out_off;
+}
+static inline const char *session_out(const Session *s) {
+        return s->out + s->out_off;
+}
+/* Mark @n pending bytes as sent. */
+void session_sent(Session *s, size_t n);
+
+/* Should the server read more from this client now? */
+bool session_wants_input(const Session *s);
+
+/* Are there complete requests kept back by back-pressure? */
+bool session_has_backlog(const Session *s);
