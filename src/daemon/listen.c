@@ -49,21 +49,22 @@ static int make_parent(const char *path) {
         if (!copy)
                 return -ENOMEM;
         const char *dir = dirname(copy);
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
+        if (mkdir(dir, 0755) == 0)
+                /* Clients of any uid must reach the socket, whatever our umask. */
+                return chmod(dir, 0755) < 0 ? -errno : 0;
+        return errno == EEXIST ? 0 : -errno;
 }
 
 /* Is someone listening on the socket file @sa? */
 static int probe_live(const struct sockaddr_un *sa, socklen_t len) {
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
         if (connect(fd, (const struct sockaddr *) sa, len) == 0)
                 return 1;
         if (errno == ECONNREFUSED)
                 return 0;
-        /* EAGAIN: the backlog is full, so someone listens. */
+        /* Non-blocking: EAGAIN means the backlog is full, so someone listens. */
         return errno == EAGAIN ? 1 : -errno;
 }
 

@@ -10,6 +10,7 @@
  * that cannot be resolved in a deny rule is an error, not a warning.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <libconfig.h>
 #include <pwd.h>
@@ -17,12 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "action.h"
 #include "macro.h"
 #include "policy-load.h"
 
 #define ID_MAX UINT32_C(4294967294) /* 4294967295 is (uid_t)-1, "no id" */
+#define POLICY_FILE_MAX (256u << 20)
 
 typedef struct Loader {
         const char *path;
@@ -374,27 +377,9 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                 diag(l, false, line, "out of memory");
 }
 
-/* Settings that came from another file through @include would escape the
- * checks made on the policy file itself: refuse them. */
-static bool reject_includes(Loader *l, const config_setting_t *s) {
-        const char *file = config_setting_source_file(s);
-        if (file) {
-                diag(l, false, line_of(s), "@include is not supported (setting from '%s')", file);
-                return true;
-        }
-        if (config_setting_is_aggregate(s))
-                for (int i = 0; i < config_setting_length(s); i++)
-                        if (reject_includes(l, config_setting_get_elem(s, (unsigned) i)))
-                                return true;
-        return false;
-}
-
 static void load_root(Loader *l, config_t *cfg) {
         const config_setting_t *root = config_root_setting(cfg);
         const config_setting_t *rules = NULL;
-
-        if (reject_includes(l, root))
-                return;
 
         for (int i = 0; i < config_setting_length(root); i++) {
                 const config_setting_t *s = config_setting_get_elem(root, (unsigned) i);
@@ -426,10 +411,132 @@ static void load_root(Loader *l, config_t *cfg) {
                 load_rule(l, config_setting_get_elem(rules, (unsigned) i));
 }
 
+/*
+ * libconfig joins adjacent string literals, so a missing comma turns
+ * ["1000" "1001"] into the single id "10001001" and a deny rule would deny
+ * less than it says. Its API cannot tell; scan the text for a string that
+ * follows another with only blanks or comments between them.
+ * Return: the line of the first such pair, or 0.
+ */
+static int find_joined_strings(const char *p) {
+        bool after_string = false;
+        int line = 1;
+
+        while (*p) {
+                if (*p == '\n') {
+                        line++;
+                        p++;
+                } else if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\f') {
+                        p++;
+                } else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+                        p += strcspn(p, "\n");
+                } else if (p[0] == '/' && p[1] == '*') {
+                        const char *end = strstr(p + 2, "*/");
+                        const char *stop = end ? end + 2 : p + strlen(p);
+                        for (; p < stop; p++)
+                                line += *p == '\n';
+                } else if (*p == '"') {
+                        if (after_string)
+                                return line;
+                        for (p++; *p && *p != '"'; p++) {
+                                if (*p == '\\' && p[1])
+                                        p++;
+                                line += *p == '\n';
+                        }
+                        if (*p)
+                                p++;
+                        after_string = true;
+                } else {
+                        after_string = false;
+                        p++;
+                }
+        }
+        return 0;
+}
+
+/*
+ * Read the whole file: it must be a regular file (libconfig's scanner exits
+ * the process on a directory) and must not use @include, which would pull in
+ * rules from a file nobody checked. libconfig only honours @include at the
+ * start of a line, so that is where we look.
+ */
+static int read_policy_file(Loader *l, char **ret) {
+        _cleanup_close_ int fd = open(l->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        _cleanup_free_ char *text = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                diag(l, false, 0, "cannot open: %s", strerror(errno));
+                return -EINVAL;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                diag(l, false, 0, "not a regular file");
+                return -EINVAL;
+        }
+        if ((uint64_t) st.st_size > POLICY_FILE_MAX) {
+                diag(l, false, 0, "file too large (more than %u MiB)", POLICY_FILE_MAX >> 20);
+                return -EINVAL;
+        }
+        size_t cap = (size_t) st.st_size + 1;
+        if (!(text = malloc(cap)))
+                return -ENOMEM;
+        for (;;) {
+                if (n + 1 == cap) {
+                        if (cap > POLICY_FILE_MAX) {
+                                diag(l, false, 0, "file too large (more than %u MiB)", POLICY_FILE_MAX >> 20);
+                                return -EINVAL;
+                        }
+                        char *m = realloc(text, cap * 2);
+                        if (!m)
+                                return -ENOMEM;
+                        text = m;
+                        cap *= 2;
+                }
+                ssize_t k = read(fd, text + n, cap - n - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        diag(l, false, 0, "cannot read: %s", strerror(errno));
+                        return -EINVAL;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        text[n] = '\0';
+        if (memchr(text, '\0', n)) {
+                diag(l, false, 0, "file contains a NUL byte");
+                return -EINVAL;
+        }
+
+        int line = 1, errors = 0;
+        for (const char *p = text; p; line++) {
+                const char *q = p + strspn(p, " \t");
+                if (strncmp(q, "@include", 8) == 0) {
+                        diag(l, false, line, "@include is not supported: keep every rule in this file");
+                        errors++;
+                }
+                p = strchr(p, '\n');
+                if (p)
+                        p++;
+        }
+        line = find_joined_strings(text);
+        if (line > 0) {
+                diag(l, false, line, "two strings in a row: libconfig would join them into one; add a comma");
+                errors++;
+        }
+        if (errors > 0)
+                return -EINVAL;
+        *ret = TAKE_PTR(text);
+        return 0;
+}
+
 int policy_load(const char *path, Diags *diags, Policy **ret_policy) {
         _cleanup_(policy_builder_freep) PolicyBuilder *b = policy_builder_new();
         Loader l = { .path = path, .diags = diags, .b = b };
         size_t errors_before = diags->n_errors;
+        _cleanup_free_ char *text = NULL;
         config_t cfg;
         int r;
 
@@ -442,16 +549,10 @@ int policy_load(const char *path, Diags *diags, Policy **ret_policy) {
                 goto out;
         }
 
-        FILE *f = fopen(path, "re");
-        if (!f) {
-                diag(&l, false, 0, "cannot open: %s", strerror(errno));
-                r = -EINVAL;
+        r = read_policy_file(&l, &text);
+        if (r < 0)
                 goto out;
-        }
-        /* config_read() records no file name for the main file's settings, so
-         * any setting that has one came from an @include. */
-        r = config_read(&cfg, f);
-        fclose(f);
+        r = config_read_string(&cfg, text);
         if (r != CONFIG_TRUE) {
                 diag(&l, false, config_error_line(&cfg), "%s",
                      config_error_text(&cfg) ? config_error_text(&cfg) : "parse error");

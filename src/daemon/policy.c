@@ -143,6 +143,10 @@ static int cmp_range(const void *a, const void *b) {
 
 /* Append @n ranges sorted and merged, so that lookups can bisect. */
 static int add_ranges(PolicyBuilder *b, const IdRange *r, size_t n, uint32_t *ret_n) {
+        if (n == 0) {
+                *ret_n = 0;
+                return 0;
+        }
         if (n > UINT32_MAX - b->n_ranges || grow((void **) &b->p->ranges, &b->cap_ranges, b->n_ranges + n, sizeof(IdRange)) < 0)
                 return -ENOMEM;
         IdRange *dst = b->p->ranges + b->n_ranges;

@@ -267,5 +267,7 @@ bool session_wants_input(const Session *s) {
 }
 
 bool session_has_backlog(const Session *s) {
-        return !s->closing && s->n_in > 0 && memchr(s->in, '\n', s->n_in) != NULL;
+        /* A complete line, or enough bytes to know the line is too long. */
+        return !s->closing && s->n_in > 0 &&
+               (s->n_in >= LINE_MAX_BYTES || memchr(s->in, '\n', s->n_in) != NULL);
 }

@@ -52,7 +52,7 @@ const char *proto_error_name(ProtoError e);
 
 /*
  * Parse one request line (without its newline). @line is modified in place
- * (arguments get NUL-terminated).
+ * (arguments get NUL-terminated) and must have room for @len + 1 bytes.
  *
  * Return: PROTO_OK and *ret filled, or the error to reply with.
  */

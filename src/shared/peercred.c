@@ -60,8 +60,15 @@ static int read_groups(int fd, gid_t **ret, size_t *ret_n) {
 
 int peer_creds_read(int fd, PeerCreds *ret) {
         struct ucred uc = {};
-        socklen_t l = sizeof(uc);
+        socklen_t l = sizeof(int);
+        int listening = 0;
 
+        /* On a listening socket SO_PEERCRED names whoever called listen(). */
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) < 0)
+                return -errno;
+        if (listening)
+                return -ENOTCONN;
+        l = sizeof(uc);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) < 0)
                 return -errno;
         if (l != sizeof(uc))

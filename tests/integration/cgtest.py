@@ -1,0 +1,644 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Shared harness for the credgate integration tests.
+
+Python 3 standard library only. Three parts:
+
+* a TAP runner: ``cgtest.main()`` at the bottom of a test module runs that
+  module's ``unittest.TestCase`` classes and prints TAP (``1..N``, then
+  ``ok N - name`` / ``not ok N - name`` with the traceback as ``#`` lines /
+  ``ok N - name # SKIP reason``). Exit status 0 unless something failed.
+* ``Daemon``: runs ``$CREDGATED`` on a throw-away policy and socket,
+  standalone or under ``$SYSTEMD_SOCKET_ACTIVATE``, captures its stderr and
+  checks that it exits 0 on SIGTERM.
+* helpers: ``request()``, ``Client``, ``as_identity()``.
+
+Environment (set by ``make check``, see AM_TESTS_ENVIRONMENT in
+Makefile.am): CREDGATED, CREDGATE_SRCDIR, CREDGATE_BUILDDIR,
+SYSTEMD_ANALYZE, SYSTEMD_SOCKET_ACTIVATE.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import pickle
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import unittest
+
+# ---------------------------------------------------------------------------
+# Environment
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _bail(msg):
+    print("Bail out! " + msg, flush=True)
+    sys.exit(1)
+
+
+def env_path(name, fallback=None):
+    """The program named by environment variable @name (must exist)."""
+    v = os.environ.get(name) or fallback
+    if not v:
+        _bail(f"${name} is not set (run through 'make check', or set it by hand)")
+    if not os.access(v, os.X_OK):
+        _bail(f"${name}: '{v}' is not an executable file")
+    return v
+
+
+def credgated():
+    return env_path("CREDGATED")
+
+
+def srcdir():
+    return os.environ.get("CREDGATE_SRCDIR") or os.path.dirname(os.path.dirname(_HERE))
+
+
+def builddir():
+    return os.environ.get("CREDGATE_BUILDDIR") or os.path.dirname(credgated())
+
+
+def socket_activate():
+    return env_path("SYSTEMD_SOCKET_ACTIVATE", shutil.which("systemd-socket-activate"))
+
+
+def systemd_analyze():
+    return env_path("SYSTEMD_ANALYZE", shutil.which("systemd-analyze"))
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+needs_root = unittest.skipUnless(os.geteuid() == 0, "needs root (setuid/setgid to other identities)")
+
+
+def mkdtemp(prefix="cg-"):
+    """A fresh temp dir, mode 0755 so dropped-privilege children can reach
+    sockets in it. Kept short: a Unix socket path has at most 107 bytes."""
+    base = tempfile.gettempdir()
+    if len(base) > 40:
+        base = "/tmp"
+    d = tempfile.mkdtemp(prefix=prefix, dir=base)
+    os.chmod(d, 0o755)
+    return d
+
+
+def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
+    """Poll @pred until it returns a true value; return it or raise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# Talking to the daemon
+
+def connect(path, timeout=5.0):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def recv_all(s, timeout=5.0, lines=None):
+    """Read from @s until EOF, until @lines complete lines arrived, or until
+    @timeout seconds passed. Return (data, how) where how is "eof", "lines"
+    or "timeout". ECONNRESET counts as EOF: the daemon closing a connection
+    with unread input makes the kernel report it after the queued data."""
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        if lines is not None and data.count(b"\n") >= lines:
+            return bytes(data), "lines"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bytes(data), "timeout"
+        r, _, _ = select.select([s], [], [], left)
+        if not r:
+            continue
+        try:
+            chunk = s.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except ConnectionResetError:
+            return bytes(data), "eof"
+        if not chunk:
+            return bytes(data), "eof"
+        data += chunk
+
+
+def send_ignoring_close(s, data):
+    """sendall() that stops quietly when the daemon has closed on us (it may
+    close after an ERR before reading everything we send). Return bytes sent."""
+    sent = 0
+    view = memoryview(data)
+    while sent < len(data):
+        try:
+            n = s.send(view[sent:])
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        sent += n
+    return sent
+
+
+def request(path, data, timeout=5.0, lines=None):
+    """Connect to @path, send @data in one write, return every reply byte
+    until EOF, until @lines lines arrived, or until @timeout."""
+    with connect(path, timeout) as s:
+        send_ignoring_close(s, data)
+        out, _ = recv_all(s, timeout, lines)
+        return out
+
+
+class Client:
+    """One connection, for tests that talk back and forth."""
+
+    def __init__(self, path, timeout=5.0):
+        self.path = path
+        self.timeout = timeout
+        self.sock = connect(path, timeout)
+        self.buf = bytearray()
+        self.eof = False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def readline(self, timeout=None):
+        """One reply line (with its \\n); raise on EOF or timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if self.eof:
+                raise AssertionError(f"connection closed by the daemon; partial data {bytes(self.buf)!r}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no reply line within {timeout} s; partial data {bytes(self.buf)!r}")
+            self._fill(left)
+        i = self.buf.index(b"\n") + 1
+        line = bytes(self.buf[:i])
+        del self.buf[:i]
+        return line
+
+    def ask(self, line, timeout=None):
+        """Send one request line (a str without \\n), return the reply without \\n."""
+        self.send(line.encode() + b"\n")
+        return self.readline(timeout).decode("ascii", "replace").rstrip("\n")
+
+    def _fill(self, left):
+        r, _, _ = select.select([self.sock], [], [], left)
+        if not r:
+            return
+        try:
+            chunk = self.sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionResetError:
+            chunk = b""
+        if chunk:
+            self.buf += chunk
+        else:
+            self.eof = True
+
+    def read_to_eof(self, timeout=None):
+        """Everything until the daemon closes; raise if it does not."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"daemon did not close the connection within {timeout} s; "
+                                     f"got {bytes(self.buf)!r}")
+            self._fill(left)
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def nothing_pending(self):
+        """True if no reply byte and no EOF is waiting right now."""
+        if self.buf or self.eof:
+            return False
+        r, _, _ = select.select([self.sock], [], [], 0)
+        return not r
+
+
+# ---------------------------------------------------------------------------
+# Running the daemon
+
+class DaemonError(AssertionError):
+    pass
+
+
+class Daemon:
+    """One credgated on a fresh temp dir.
+
+    d = Daemon(POLICY, timeout=1)           # standalone, binds d.socket
+    d = Daemon(POLICY, activate=True)       # under systemd-socket-activate
+    d.start(); ...; d.stop()                # stop() asserts exit status 0
+    """
+
+    def __init__(self, policy, *, activate=False, timeout=None, args=(), env=None, activate_args=(),
+                 socket_path=None, umask=None, wait=True):
+        self.dir = mkdtemp()
+        self.policy_path = os.path.join(self.dir, "policy.conf")
+        self.write_policy(policy)
+        self.socket = socket_path or os.path.join(self.dir, "cg.sock")
+        self.stderr_path = os.path.join(self.dir, "stderr")
+        self.activate = activate
+        self.timeout = timeout
+        self.args = list(args)
+        self.env = env
+        self.activate_args = list(activate_args)
+        self.umask = umask
+        self.wait = wait
+        self.proc = None
+
+    # -- files ---------------------------------------------------------------
+    def write_policy(self, text):
+        """Replace the policy file atomically (a reload never sees half a file)."""
+        tmp = self.policy_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.policy_path)
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def command(self):
+        cmd = [credgated(), "-c", self.policy_path]
+        if not self.activate:
+            cmd += ["-s", self.socket]
+        if self.timeout is not None:
+            cmd += ["--timeout", str(self.timeout)]
+        cmd += self.args
+        if self.activate:
+            cmd = [socket_activate(), "-l", self.socket] + self.activate_args + cmd
+        return cmd
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self):
+        env = dict(os.environ if self.env is None else self.env)
+        # Our own notify socket (if any) must not leak into the daemon.
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("LISTEN_FDS", None)
+        env.pop("LISTEN_PID", None)
+        env.pop("LISTEN_FDNAMES", None)
+        env.pop("JOURNAL_STREAM", None)
+        umask = self.umask
+
+        def pre():
+            # Never outlive the test run, even if it is killed.
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if umask is not None:
+                os.umask(umask)
+
+        self.stderr_file = open(self.stderr_path, "wb")
+        sys.stdout.flush()
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self.stderr_file,
+                                     stderr=self.stderr_file, env=env, preexec_fn=pre, close_fds=True)
+        self.pid = self.proc.pid
+        if self.wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=10.0):
+        """Wait until the daemon answers PING on its socket. Under socket
+        activation that first connection is also what makes
+        systemd-socket-activate exec the daemon."""
+        deadline = time.monotonic() + timeout
+        chmodded = False
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise DaemonError(f"credgated exited with status {rc} before serving:\n{self.stderr()}")
+            if os.path.exists(self.socket):
+                if self.activate and not chmodded:
+                    # systemd-socket-activate binds with the umask (0755):
+                    # make it 0666 as SocketMode= would, before the daemon
+                    # even runs, so that other uids can connect.
+                    os.chmod(self.socket, 0o666)
+                    chmodded = True
+                try:
+                    s = connect(self.socket, timeout=max(0.1, deadline - time.monotonic()))
+                except (ConnectionRefusedError, FileNotFoundError):
+                    s = None
+                if s is not None:
+                    with s:
+                        s.sendall(b"PING\n")
+                        data, _ = recv_all(s, max(0.1, deadline - time.monotonic()), lines=1)
+                    if data == b"PONG\n":
+                        return
+                    raise DaemonError(f"readiness PING got {data!r}:\n{self.stderr()}")
+            if time.monotonic() > deadline:
+                raise DaemonError(f"credgated did not serve on {self.socket} within {timeout} s:\n{self.stderr()}")
+            time.sleep(0.01)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=10.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise DaemonError(f"credgated did not exit within {timeout} s; killed:\n{self.stderr()}")
+
+    def stop(self, sig=signal.SIGTERM, expect=0):
+        """Send @sig, wait, assert the exit status and a clean stderr."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.wait_exit()
+        self.stderr_file.close()
+        err = self.stderr()
+        if expect is not None and rc != expect:
+            raise DaemonError(f"credgated exited with status {rc} (expected {expect}) after "
+                              f"{signal.Signals(sig).name}:\n{err}")
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Segmentation fault"):
+            if bad in err:
+                raise DaemonError(f"sanitizer/crash report on stderr:\n{err}")
+        return rc
+
+    def cleanup(self):
+        """Kill whatever is left and remove the temp dir; never raises."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            self.stderr_file.close()
+        except Exception:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                self.stop()
+        finally:
+            self.cleanup()
+
+
+def run(cmd, timeout=30, **kw):
+    """Run a command, return CompletedProcess with text stdout/stderr."""
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("LISTEN_FDS", None)
+    env.pop("LISTEN_PID", None)
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          env=kw.pop("env", env), **kw)
+
+
+# ---------------------------------------------------------------------------
+# Changing identity
+
+def as_identity(uid, gid, groups, fn, timeout=30.0):
+    """Fork; in the child drop to (uid, gid, groups) for real, effective and
+    saved ids, run fn() and send its result back through a pipe (pickle).
+    The child always leaves through os._exit(): it never returns into
+    unittest. An exception in the child is re-raised here as an
+    AssertionError carrying the child's traceback."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            os.close(r)
+            try:
+                os.setgroups(list(groups))
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+                    raise RuntimeError("identity change did not take")
+                payload = ("ok", fn())
+            except BaseException:
+                payload = ("err", traceback.format_exc())
+            data = pickle.dumps(payload)
+            view = memoryview(data)
+            while view:
+                n = os.write(w, view)
+                view = view[n:]
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(w)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"child as uid {uid} did not finish within {timeout} s")
+            ready, _, _ = select.select([r], [], [], left)
+            if not ready:
+                continue
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(r)
+        _, st = os.waitpid(pid, 0)
+    if not chunks:
+        raise AssertionError(f"child as uid {uid} sent no result (wait status {st})")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "err":
+        raise AssertionError(f"in the child as uid={uid} gid={gid} groups={list(groups)}:\n{value}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# The TAP runner
+
+class _Result(unittest.TestResult):
+    """Collects the outcome of one test (including subtests)."""
+
+    def __init__(self):
+        super().__init__()
+        self.problems = []  # formatted tracebacks
+        self.skip_reason = None
+        self.xfail = False
+
+    def addError(self, test, err):
+        self.problems.append(self._exc_info_to_string(err, test))
+
+    def addFailure(self, test, err):
+        self.problems.append(self._exc_info_to_string(err, test))
+
+    def addSubTest(self, test, subtest, err):
+        if err is not None:
+            self.problems.append(f"[{subtest._subDescription()}]\n" + self._exc_info_to_string(err, subtest))
+
+    def addSkip(self, test, reason):
+        self.skip_reason = reason
+
+    def addExpectedFailure(self, test, err):
+        self.xfail = True
+
+    def addUnexpectedSuccess(self, test):
+        self.problems.append("unexpected success")
+
+
+def _flatten(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _flatten(t)
+        else:
+            yield t
+
+
+def _name(test):
+    # "Class.test_method", or the first docstring line after it.
+    cls = type(test).__name__
+    return f"{cls}.{test._testMethodName}"
+
+
+def _comment(text):
+    return "".join("# " + line + "\n" for line in text.rstrip("\n").split("\n"))
+
+
+class _Tap:
+    def __init__(self, out):
+        self.out = out
+        self.n = 0
+        self.failed = 0
+        self.skipped = 0
+
+    def emit(self, name, problems=(), skip=None):
+        self.n += 1
+        name = name.replace("#", "\\#")
+        if skip is not None:
+            self.skipped += 1
+            line = f"ok {self.n} - {name} # SKIP {skip}\n"
+        elif problems:
+            self.failed += 1
+            line = f"not ok {self.n} - {name}\n" + "".join(_comment(p) for p in problems)
+        else:
+            line = f"ok {self.n} - {name}\n"
+        self.out.write(line)
+        self.out.flush()
+
+
+def _call(fn):
+    try:
+        fn()
+        return None, None
+    except unittest.SkipTest as e:
+        return "skip", str(e)
+    except BaseException:
+        return "error", traceback.format_exc()
+
+
+def main(module=None):
+    """Run the TestCases of @module (default: __main__) and print TAP."""
+    module = module or sys.modules["__main__"]
+    loader = unittest.TestLoader()
+    tests = list(_flatten(loader.loadTestsFromModule(module)))
+    # Keep the file's class order; methods sorted by name within a class.
+    order = {}
+    for name, obj in vars(module).items():
+        if isinstance(obj, type) and issubclass(obj, unittest.TestCase):
+            order.setdefault(obj, len(order))
+    tests.sort(key=lambda t: order.get(type(t), len(order)))
+
+    out = sys.stdout
+    out.write(f"1..{len(tests)}\n")
+    out.flush()
+    tap = _Tap(out)
+    t0 = time.monotonic()
+
+    i = 0
+    while i < len(tests):
+        cls = type(tests[i])
+        group = []
+        while i < len(tests) and type(tests[i]) is cls:
+            group.append(tests[i])
+            i += 1
+
+        class_skip = getattr(cls, "__unittest_skip__", False)
+        if class_skip:
+            for t in group:
+                tap.emit(_name(t), skip=getattr(cls, "__unittest_skip_why__", "skipped"))
+            continue
+        kind, info = _call(cls.setUpClass)
+        if kind is not None:
+            tdc_kind, tdc_info = _call(cls.doClassCleanups)
+            for t in group:
+                if kind == "skip":
+                    tap.emit(_name(t), skip=info)
+                else:
+                    tap.emit(_name(t), ["setUpClass failed:\n" + info])
+            continue
+
+        for j, t in enumerate(group):
+            res = _Result()
+            start = time.monotonic()
+            t.run(res)
+            took = time.monotonic() - start
+            problems = list(res.problems)
+            if j == len(group) - 1:
+                # Class teardown problems are charged to the class's last test.
+                k, inf = _call(cls.tearDownClass)
+                if k == "error":
+                    problems.append("tearDownClass failed:\n" + inf)
+                k, inf = _call(cls.doClassCleanups)
+                if k == "error":
+                    problems.append("class cleanup failed:\n" + inf)
+                for exc in getattr(cls, "tearDown_exceptions", []):
+                    problems.append("class cleanup failed:\n" + "".join(traceback.format_exception(*exc)))
+            if res.skip_reason is not None and not problems:
+                tap.emit(_name(t), skip=res.skip_reason)
+            else:
+                tap.emit(_name(t), problems)
+            if took > 2:
+                out.write(f"# {_name(t)} took {took:.1f} s\n")
+                out.flush()
+
+    out.write(f"# {tap.n - tap.failed - tap.skipped} passed, {tap.failed} failed, {tap.skipped} skipped "
+              f"in {time.monotonic() - t0:.1f} s\n")
+    out.flush()
+    sys.exit(1 if tap.failed else 0)
