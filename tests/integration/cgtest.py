@@ -25,7 +25,6 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -532,7 +531,7 @@ def _flatten(suite):
 
 
 def _name(test):
-    # "Class.test_method", or the first docstring line after it.
+    # "Class.test_method"
     cls = type(test).__name__
     return f"{cls}.{test._testMethodName}"
 

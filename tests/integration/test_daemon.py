@@ -6,6 +6,7 @@ standalone, socket activation, sd_notify, signals and reload."""
 import array
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -62,7 +63,7 @@ def ask(path, line):
 class TempDirTest(unittest.TestCase):
     def setUp(self):
         self.dir = cgtest.mkdtemp()
-        self.addCleanup(lambda: __import__("shutil").rmtree(self.dir, ignore_errors=True))
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -244,6 +245,31 @@ class TestStandalone(TempDirTest):
         self.assertEqual(os.lstat(sock).st_ino, ino)
         c = cgtest.connect(sock)  # still ours
         c.close()
+
+    def test_refuses_live_socket_with_full_backlog(self):
+        # A listener that never accepts, its backlog full: probing it must
+        # not hang the daemon's startup.
+        sock = self.path("cg.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind(sock)
+        listener.listen(0)
+        fillers = []
+        while True:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(c.close)
+            c.setblocking(False)
+            try:
+                c.connect(sock)
+            except BlockingIOError:
+                break
+            fillers.append(c)
+            self.assertLess(len(fillers), 100, "backlog never filled")
+        d = self.daemon(socket_path=sock, wait=False)
+        d.start()
+        self.assertEqual(d.wait_exit(5), 1, d.stderr())
+        self.assertIn("already running", d.stderr())
+        self.assertTrue(stat.S_ISSOCK(os.lstat(sock).st_mode))
 
     def test_refuses_regular_file(self):
         sock = self.path("cg.sock")

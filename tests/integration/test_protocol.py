@@ -6,6 +6,7 @@ import os
 import random
 import re
 import socket
+import threading
 import time
 import unittest
 
@@ -274,7 +275,6 @@ class TestErrorOrdering(DaemonTest):
     def test_err_after_backpressure(self):
         """500 KB of replies are owed (more than the daemon buffers) when the
         bad line arrives: every one of them comes first, then the ERR."""
-        import threading
         n = 100000
         data = b"PING\n" * n + b"nope\n" + b"PING\n" * 10
         with cgtest.Client(self.sock, timeout=20) as c:
