@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <libconfig.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -571,5 +572,8 @@ out:
         config_destroy(&cfg);
         free(l.uids);
         free(l.gids);
+        /* libconfig's tree of a large policy is many times the size of the
+         * compiled one; hand the freed memory back to the system. */
+        malloc_trim(0);
         return r;
 }
