@@ -161,7 +161,7 @@ static bool conn_update(Conn *c) {
                 /* Requests held back by back-pressure go first once there is room. */
                 if (session_pending(ss) >= SESSION_OUT_HIGH || !session_has_backlog(ss))
                         break;
-                int r = session_feed(ss, s->policy, &s->stats, NULL, 0);
+                int r = session_feed(ss, s->policy, &s->stats, NULL, 0, NULL, 0, false);
                 if (r < 0) {
                         conn_free(c);
                         return false;
@@ -186,20 +186,66 @@ static bool conn_update(Conn *c) {
         return true;
 }
 
+/*
+ * Read with recvmsg() and a control buffer: fds a client attaches to any
+ * line are received here and handed to the session, which closes every one;
+ * none can linger in the daemon. Return: bytes read, 0 at EOF, or -errno.
+ */
+static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int) * SESSION_MAX_FDS)];
+        } ctl;
+        struct iovec iov = { .iov_base = c->server->buf, .iov_len = sizeof(c->server->buf) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+
+        *n_fds = 0;
+        *truncated = false;
+        ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0)
+                return -errno;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++) {
+                        int fd;
+                        memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                        if (*n_fds < SESSION_MAX_FDS)
+                                fds[(*n_fds)++] = fd;
+                        else {
+                                close(fd);
+                                *truncated = true;
+                        }
+                }
+        }
+        /* MSG_CTRUNC: the kernel discarded fds that did not fit. */
+        if (mh.msg_flags & MSG_CTRUNC)
+                *truncated = true;
+        return n;
+}
+
 static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         Conn *c = userdata;
         Server *s = c->server;
 
         if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->eof && session_wants_input(&c->session)) {
-                ssize_t n = recv(fd, s->buf, sizeof(s->buf), MSG_DONTWAIT);
-                if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                int fds[SESSION_MAX_FDS];
+                size_t n_fds;
+                bool truncated;
+                ssize_t n = conn_recv(c, fds, &n_fds, &truncated);
+                if (n < 0 && n != -EAGAIN && n != -EINTR) {
                         conn_free(c);
                         return 0;
                 }
-                if (n == 0)
+                if (n == 0) {
                         c->eof = true;
+                        for (size_t i = 0; i < n_fds; i++)
+                                close(fds[i]);
+                }
                 if (n > 0) {
-                        int r = session_feed(&c->session, s->policy, &s->stats, s->buf, (size_t) n);
+                        int r = session_feed(&c->session, s->policy, &s->stats, s->buf, (size_t) n, fds, n_fds,
+                                             truncated);
                         if (r < 0) {
                                 conn_free(c);
                                 return 0;

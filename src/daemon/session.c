@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "action.h"
 #include "macro.h"
@@ -35,6 +36,8 @@ const char *proto_error_name(ProtoError e) {
                 return "timeout";
         case PROTO_NO_CREDENTIALS:
                 return "no-credentials";
+        case PROTO_BAD_PEER_FD:
+                return "bad-peer-fd";
         }
         return "bad-request";
 }
@@ -46,6 +49,7 @@ ProtoError proto_parse(char *line, size_t len, Request *ret) {
                 unsigned n_args;
         } verbs[] = {
                 { "CHECK", REQ_CHECK, 1 },
+                { "CHECK-PEER", REQ_CHECK_PEER, 1 },
                 { "PING", REQ_PING, 0 },
                 { "WHOAMI", REQ_WHOAMI, 0 },
         };
@@ -77,7 +81,7 @@ ProtoError proto_parse(char *line, size_t len, Request *ret) {
                 for (unsigned a = 0; a < n_args; a++)
                         if (args[a][0] == '\0')
                                 return PROTO_BAD_REQUEST;
-                if (verbs[v].type == REQ_CHECK && !action_valid(args[0], strlen(args[0]), false))
+                if ((verbs[v].type == REQ_CHECK || verbs[v].type == REQ_CHECK_PEER) && !action_valid(args[0], strlen(args[0]), false))
                         return PROTO_BAD_ACTION;
                 *ret = (Request){ .type = verbs[v].type, .action = args[0] };
                 return PROTO_OK;
@@ -90,9 +94,23 @@ void session_init(Session *s, PeerCreds *creds) {
         *creds = (PeerCreds){};
 }
 
+static void close_fds(const int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                close(fds[i]);
+}
+
+static void drop_fds(Session *s) {
+        for (unsigned i = 0; i < s->n_fdg; i++)
+                close_fds(s->fdg[i].fds, s->fdg[i].n);
+        free(s->fdg);
+        s->fdg = NULL;
+        s->n_fdg = 0;
+}
+
 void session_done(Session *s) {
         if (!s)
                 return;
+        drop_fds(s);
         peer_creds_done(&s->creds);
         free(s->in);
         free(s->out);
@@ -156,28 +174,90 @@ int session_fail(Session *s, ProtoError e, Stats *stats) {
         free(s->in);
         s->in = NULL;
         s->n_in = 0;
+        drop_fds(s);
         if (stats)
                 stats->errors++;
         return out_add(s, line, (size_t) n);
 }
 
-static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, size_t len) {
+/*
+ * The fds that came with the line ending at stream offset @end: -1 for none,
+ * the fd for exactly one, -2 when there were more (they are closed).
+ */
+static int take_line_fd(Session *s, uint64_t end) {
+        unsigned k = 0, total = 0;
+        bool truncated = false;
+        int fd = -1;
+
+        while (k < s->n_fdg && s->fdg[k].at <= end) {
+                FdGroup *g = &s->fdg[k++];
+                truncated = truncated || g->truncated;
+                for (unsigned i = 0; i < g->n; i++, total++) {
+                        if (total == 0)
+                                fd = g->fds[i];
+                        else
+                                close(g->fds[i]);
+                }
+        }
+        if (k > 0) {
+                memmove(s->fdg, s->fdg + k, (s->n_fdg - k) * sizeof(FdGroup));
+                s->n_fdg -= k;
+        }
+        if (total > 1 || truncated) {
+                if (fd >= 0)
+                        close(fd);
+                return -2;
+        }
+        return fd;
+}
+
+static int reply_verdict(Session *s, Stats *stats, Verdict v) {
+        if (v.decision == DECISION_ALLOW) {
+                stats->allowed++;
+                return out_add(s, "ALLOW\n", 6);
+        }
+        stats->denied++;
+        return out_add(s, "DENY\n", 5);
+}
+
+/* Decide for the peer of @fd (a socket the client handed us); closes @fd. */
+static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const char *action, int fd) {
+        PeerCreds peer = {};
+        int r = -EBADF;
+
+        /* SO_PEERCRED answers for unconnected and listening sockets too:
+         * only a connected Unix stream socket names a real peer. */
+        if (fd >= 0 && peer_check_connected_stream(fd) >= 0)
+                r = peer_creds_read(fd, &peer);
+        if (fd >= 0)
+                close(fd);
+        if (r < 0)
+                return session_fail(s, PROTO_BAD_PEER_FD, stats);
+        r = reply_verdict(s, stats, policy_check(p, action, &peer));
+        peer_creds_done(&peer);
+        return r;
+}
+
+static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, size_t len, int fd) {
         Request req;
         ProtoError e = proto_parse(line, len, &req);
 
-        if (e != PROTO_OK)
+        if (e != PROTO_OK) {
+                if (fd >= 0)
+                        close(fd);
                 return session_fail(s, e, stats);
+        }
+        if (req.type != REQ_CHECK_PEER && fd != -1) {
+                if (fd >= 0)
+                        close(fd);
+                return session_fail(s, PROTO_BAD_PEER_FD, stats);
+        }
         stats->requests++;
         switch (req.type) {
-        case REQ_CHECK: {
-                Verdict v = policy_check(p, req.action, &s->creds);
-                if (v.decision == DECISION_ALLOW) {
-                        stats->allowed++;
-                        return out_add(s, "ALLOW\n", 6);
-                }
-                stats->denied++;
-                return out_add(s, "DENY\n", 5);
-        }
+        case REQ_CHECK:
+                return reply_verdict(s, stats, policy_check(p, req.action, &s->creds));
+        case REQ_CHECK_PEER:
+                return handle_check_peer(s, p, stats, req.action, fd);
         case REQ_PING:
                 return out_add(s, "PONG\n", 5);
         case REQ_WHOAMI:
@@ -199,22 +279,58 @@ static size_t handle_buffer(Session *s, const Policy *p, Stats *stats, char *buf
                         break;
                 }
                 size_t len = (size_t) (nl - (buf + used));
-                if (handle_line(s, p, stats, buf + used, len) < 0) {
+                int fd = s->n_fdg > 0 ? take_line_fd(s, s->pos + len) : -1;
+                if (handle_line(s, p, stats, buf + used, len, fd) < 0) {
                         *count = -ENOMEM;
                         break;
                 }
                 used += len + 1;
+                s->pos += len + 1;
                 if (*count >= 0)
                         (*count)++;
         }
         return used;
 }
 
-int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n) {
+/* Remember fds that arrived with bytes up to stream offset @at. */
+static int add_fds(Session *s, Stats *stats, uint64_t at, const int *fds, size_t n, bool truncated) {
+        /* Only one line can be incomplete when a read happens, so more than a
+         * couple of pending groups means fds without matching lines. */
+        if (s->n_fdg >= 2 || n > SESSION_MAX_FDS) {
+                close_fds(fds, n);
+                return session_fail(s, PROTO_BAD_PEER_FD, stats);
+        }
+        FdGroup *m = reallocarray(s->fdg, s->n_fdg + 1, sizeof(FdGroup));
+        if (!m) {
+                close_fds(fds, n);
+                return -ENOMEM;
+        }
+        s->fdg = m;
+        FdGroup *g = &s->fdg[s->n_fdg++];
+        *g = (FdGroup){ .at = at, .n = (unsigned) n, .truncated = truncated };
+        memcpy(g->fds, fds, n * sizeof(int));
+        return 0;
+}
+
+int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+                 bool truncated) {
         int count = 0;
 
-        if (s->closing)
+        if (s->closing) {
+                close_fds(fds, n_fds);
                 return 0;
+        }
+        if (n_fds > 0 || truncated) {
+                /* fds always come with data on a stream socket; without, no line owns them */
+                if (n == 0) {
+                        close_fds(fds, n_fds);
+                        return session_fail(s, PROTO_BAD_PEER_FD, stats);
+                }
+                if (add_fds(s, stats, s->pos + s->n_in + n - 1, fds, n_fds, truncated) < 0)
+                        return -ENOMEM;
+                if (s->closing)
+                        return 0;
+        }
 
         if (s->n_in == 0) {
                 /* Fast path: handle straight from the caller's buffer, keep the rest. */

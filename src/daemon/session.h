@@ -11,8 +11,11 @@
 #define LINE_MAX_BYTES 1024        /* a request line, newline included */
 #define SESSION_OUT_HIGH (64 * 1024) /* stop reading requests above this much unsent reply */
 
+#define SESSION_MAX_FDS 16 /* fds taken in with one read; more are an error */
+
 typedef enum RequestType {
         REQ_CHECK,
+        REQ_CHECK_PEER,
         REQ_PING,
         REQ_WHOAMI,
 } RequestType;
@@ -26,6 +29,7 @@ typedef enum ProtoError {
         PROTO_LINE_TOO_LONG,
         PROTO_TIMEOUT,
         PROTO_NO_CREDENTIALS,
+        PROTO_BAD_PEER_FD,
 } ProtoError;
 
 typedef struct Request {
@@ -37,6 +41,15 @@ typedef struct Stats {
         uint64_t requests, allowed, denied, errors;
 } Stats;
 
+/* File descriptors that arrived with one read, and the stream offset of
+ * that read's last byte: they belong to the line containing that byte. */
+typedef struct FdGroup {
+        uint64_t at;
+        int fds[SESSION_MAX_FDS];
+        unsigned n;
+        bool truncated; /* the kernel had more fds than we took */
+} FdGroup;
+
 /* Per-connection protocol state: framing, dispatch and queued replies. */
 typedef struct Session {
         PeerCreds creds;
@@ -45,6 +58,9 @@ typedef struct Session {
         char *out; /* replies not yet sent: out[out_off..n_out) */
         size_t out_off, n_out, cap_out;
         bool closing; /* an ERR is queued: flush, then close; ignore further input */
+        uint64_t pos;      /* stream offset of in[0] (of the next unhandled byte) */
+        FdGroup *fdg;      /* received fds not yet handed to a line, oldest first */
+        unsigned n_fdg;
 } Session;
 
 /* "bad-request", ... for an error; NULL for PROTO_OK. */
@@ -69,9 +85,13 @@ void session_done(Session *s);
  * the output drained. After an error reply the session is closing and
  * discards all input.
  *
+ * @fds (@n_fds of them, @truncated when the kernel had more) arrived with
+ * these bytes; the session owns them from now on and closes every one.
+ *
  * Return: number of complete requests handled (>= 0), or -ENOMEM.
  */
-int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n);
+int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+                 bool truncated);
 
 /* Queue "ERR <reason>" and start closing. Return: 0 or -ENOMEM. */
 int session_fail(Session *s, ProtoError e, Stats *stats);

@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
+#include <sys/socket.h>
+#include <fcntl.h>
 
 #include "action.h"
 #include "macro.h"
@@ -163,7 +166,7 @@ static int feed_n(const char *data, size_t n) {
         ck_assert_ptr_nonnull(copy);
         if (n > 0)
                 memcpy(copy, data, n);
-        int r = session_feed(&session, policy, &stats, copy, n);
+        int r = session_feed(&session, policy, &stats, copy, n, NULL, 0, false);
         free(copy);
         return r;
 }
@@ -386,6 +389,13 @@ static const ErrCase err_cases[] = {
         E("CHECK a,b", PROTO_BAD_ACTION),
         E("CHECK a\"b", PROTO_BAD_ACTION),
         E("CHECK a~", PROTO_BAD_ACTION),
+        /* CHECK-PEER follows the same grammar */
+        E("check-peer a", PROTO_UNKNOWN_COMMAND),
+        E("CHECK-PEERS a", PROTO_UNKNOWN_COMMAND),
+        E("CHECK-PEER", PROTO_BAD_REQUEST),
+        E("CHECK-PEER ", PROTO_BAD_REQUEST),
+        E("CHECK-PEER a b", PROTO_BAD_REQUEST),
+        E("CHECK-PEER a*", PROTO_BAD_ACTION),
 };
 #undef E
 
@@ -403,6 +413,8 @@ static const char *err_reply(ProtoError e) {
                 return "ERR timeout\n";
         case PROTO_NO_CREDENTIALS:
                 return "ERR no-credentials\n";
+        case PROTO_BAD_PEER_FD:
+                return "ERR bad-peer-fd\n";
         case PROTO_OK:
                 break;
         }
@@ -717,7 +729,7 @@ END_TEST
 
 START_TEST(test_feed_empty) {
         ck_assert_int_eq(feed_n(NULL, 0), 0);
-        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0), 0);
+        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false), 0);
         ck_assert_uint_eq(session_pending(&session), 0);
         ck_assert(session_wants_input(&session));
         ck_assert(!session_has_backlog(&session));
@@ -787,7 +799,7 @@ static void backpressure(const char *req, const char *reply, size_t count) {
                 /* Output drained, backlog left: still no new input wanted. */
                 ck_assert(session_has_backlog(&session));
                 ck_assert(!session_wants_input(&session));
-                r = session_feed(&session, policy, &stats, NULL, 0);
+                r = session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false);
         }
         ck_assert_uint_eq(rounds, (count + per_round - 1) / per_round);
         ck_assert(!session_has_backlog(&session));
@@ -819,7 +831,7 @@ START_TEST(test_backpressure_partial_drain) {
         session_sent(&session, 1000);
         ck_assert_uint_lt(session_pending(&session), SESSION_OUT_HIGH);
         ck_assert(!session_wants_input(&session)); /* the backlog goes first */
-        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0), 200);
+        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false), 200);
         ck_assert_uint_ge(session_pending(&session), SESSION_OUT_HIGH);
         ck_assert_uint_eq(stats.requests, per_round + 200);
 }
@@ -835,7 +847,7 @@ START_TEST(test_backpressure_new_input_queues_behind) {
         ck_assert_int_eq(feed("CHECK org.example.allow\n"), 0);
         char *s = drain();
         buf_add(&out, s, strlen(s));
-        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0), 4);
+        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false), 4);
         s = drain();
         buf_add(&out, s, strlen(s));
         ck_assert_uint_eq(out.n, (per_round + 3) * 5 + 6);
@@ -856,7 +868,7 @@ START_TEST(test_backpressure_error_in_backlog) {
                 total += strlen(s);
                 if (session.closing || !session_has_backlog(&session))
                         break;
-                ck_assert_int_ge(session_feed(&session, policy, &stats, NULL, 0), 0);
+                ck_assert_int_ge(session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false), 0);
         }
         size_t len = strlen(s);
         ck_assert_uint_ge(len, 20);
@@ -891,7 +903,7 @@ START_TEST(test_backpressure_overlong_line_in_backlog) {
                 buf_add(&out, s, strlen(s));
                 if (!session_has_backlog(&session))
                         break;
-                ck_assert_int_ge(session_feed(&session, policy, &stats, NULL, 0), 0);
+                ck_assert_int_ge(session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false), 0);
         }
         ck_assert_msg(session.closing || !session_wants_input(&session),
                       "a kept 1024-byte line without newline waits for more input (has_backlog=%d, "
@@ -942,7 +954,7 @@ START_TEST(test_fail_discards_backlog) {
         char *s = drain();
         size_t len = strlen(s);
         ck_assert_str_eq(s + len - 12, "ERR timeout\n");
-        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0), 0);
+        ck_assert_int_eq(session_feed(&session, policy, &stats, NULL, 0, NULL, 0, false), 0);
         ck_assert_uint_eq(session_pending(&session), 0);
 }
 END_TEST
@@ -1001,7 +1013,7 @@ START_TEST(test_stats_shared) {
         session_init(&other, &c);
         ck_assert_int_eq(feed("CHECK org.example.allow\n"), 1);
         char buf[] = "CHECK org.example.uid\nCHECK org.example.deny\nBAD\n";
-        ck_assert_int_ge(session_feed(&other, policy, &stats, buf, sizeof(buf) - 1), 2);
+        ck_assert_int_ge(session_feed(&other, policy, &stats, buf, sizeof(buf) - 1, NULL, 0, false), 2);
         ck_assert_uint_eq(stats.requests, 3);
         ck_assert_uint_eq(stats.allowed, 2);
         ck_assert_uint_eq(stats.denied, 1);
@@ -1009,6 +1021,164 @@ START_TEST(test_stats_shared) {
         ck_assert(!session.closing);
         ck_assert(other.closing);
         session_done(&other);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------- */
+/* Broker queries: CHECK-PEER with an fd attached. The session's own identity
+ * is uid 1000 (allowed org.example.uid); the peer of a socketpair we make is
+ * this test process, which is not uid 1000 when run as root in CI. */
+
+static bool fd_is_open(int fd) {
+        return fcntl(fd, F_GETFD) >= 0;
+}
+
+/* Feed @text with the fds in @fds (the session takes ownership). */
+static int feed_fds(const char *text, const int *fds, size_t n_fds, bool truncated) {
+        size_t n = strlen(text);
+        char *copy = malloc(n + 1);
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, text, n);
+        int r = session_feed(&session, policy, &stats, copy, n, fds, n_fds, truncated);
+        free(copy);
+        return r;
+}
+
+static int pair[2] = { -1, -1 };
+
+static void peer_setup(void) {
+        setup();
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+}
+
+static void peer_teardown(void) {
+        close(pair[0]);
+        close(pair[1]);
+        teardown();
+}
+
+START_TEST(test_peer_decides_for_fd_peer) {
+        int fd = dup(pair[0]);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_ne(getuid(), 1000);
+        /* The session itself (uid 1000) is allowed; the fd's peer is not. */
+        roundtrip("CHECK org.example.uid\n", "ALLOW\n");
+        ck_assert_int_ge(feed_fds("CHECK-PEER org.example.uid\n", &fd, 1, false), 1);
+        expect_out("DENY\n");
+        ck_assert_msg(!fd_is_open(fd), "the daemon must close a received fd");
+        fd = dup(pair[0]);
+        ck_assert_int_ge(feed_fds("CHECK-PEER org.example.allow\n", &fd, 1, false), 1);
+        expect_out("ALLOW\n");
+        ck_assert(!fd_is_open(fd));
+        ck_assert(!session.closing);
+}
+END_TEST
+
+START_TEST(test_peer_fd_on_last_line_of_chunk) {
+        int fd = dup(pair[0]);
+        ck_assert_int_ge(feed_fds("PING\nCHECK-PEER org.example.allow\n", &fd, 1, false), 2);
+        expect_out("PONG\nALLOW\n");
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_peer_fd_with_partial_line) {
+        int fd = dup(pair[0]);
+        ck_assert_int_eq(feed_fds("CHECK-PEER org.exa", &fd, 1, false), 0);
+        ck_assert(fd_is_open(fd));
+        ck_assert_int_eq(feed("mple.allow\n"), 1);
+        expect_out("ALLOW\n");
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_peer_missing_fd) {
+        roundtrip("PING\nCHECK-PEER org.example.allow\nPING\n", "PONG\nERR bad-peer-fd\n");
+        ck_assert(session.closing);
+}
+END_TEST
+
+START_TEST(test_peer_two_fds) {
+        int fds[2] = { dup(pair[0]), dup(pair[1]) };
+        feed_fds("CHECK-PEER org.example.allow\n", fds, 2, false);
+        expect_out("ERR bad-peer-fd\n");
+        ck_assert(!fd_is_open(fds[0]) && !fd_is_open(fds[1]));
+}
+END_TEST
+
+START_TEST(test_peer_truncated) {
+        int fd = dup(pair[0]);
+        feed_fds("CHECK-PEER org.example.allow\n", &fd, 1, true);
+        expect_out("ERR bad-peer-fd\n");
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_peer_fd_on_other_line) {
+        int fd = dup(pair[0]);
+        feed_fds("PING\n", &fd, 1, false);
+        expect_out("ERR bad-peer-fd\n");
+        ck_assert(!fd_is_open(fd));
+        /* An fd that arrived with a later line does not belong to an earlier CHECK-PEER. */
+        start_session(1, 1000, 1000, NULL, 0);
+        fd = dup(pair[0]);
+        feed_fds("CHECK-PEER org.example.allow\nPING\n", &fd, 1, false);
+        expect_out("ERR bad-peer-fd\n");
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_peer_grammar_first) {
+        int fd = dup(pair[0]);
+        feed_fds("CHECK-PEER a*b\n", &fd, 1, false);
+        expect_out("ERR bad-action\n");
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_peer_bad_fd_kinds) {
+        int fds[5];
+        int dgram[2], pipefd[2];
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_DGRAM, 0, dgram), 0);
+        ck_assert_int_eq(pipe(pipefd), 0);
+        fds[0] = socket(AF_UNIX, SOCK_STREAM, 0); /* unconnected */
+        fds[1] = socket(AF_UNIX, SOCK_STREAM, 0); /* listening (abstract address) */
+        snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "credgate-test-%d", (int) getpid());
+        ck_assert_int_eq(bind(fds[1], (struct sockaddr *) &sa, sizeof(sa)), 0);
+        ck_assert_int_eq(listen(fds[1], 1), 0);
+        fds[2] = dgram[0];
+        fds[3] = pipefd[0];
+        fds[4] = socket(AF_INET, SOCK_STREAM, 0);
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+                ck_assert_int_ge(fds[i], 0);
+                start_session(1, 1000, 1000, NULL, 0);
+                feed_fds("CHECK-PEER org.example.allow\n", &fds[i], 1, false);
+                char *out = drain();
+                ck_assert_msg(strcmp(out, "ERR bad-peer-fd\n") == 0, "fd kind %zu: got '%s'", i, out);
+                ck_assert(!fd_is_open(fds[i]));
+        }
+        close(dgram[1]);
+        close(pipefd[1]);
+}
+END_TEST
+
+START_TEST(test_peer_fds_after_closing_are_closed) {
+        int fd = dup(pair[0]);
+        roundtrip("FOO\n", "ERR unknown-command\n");
+        feed_fds("CHECK-PEER org.example.allow\n", &fd, 1, false);
+        ck_assert_uint_eq(session_pending(&session), 0);
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_peer_pending_fd_closed_by_done) {
+        int fd = dup(pair[0]);
+        feed_fds("CHECK-PEER org.exa", &fd, 1, false);
+        ck_assert(fd_is_open(fd));
+        session_done(&session);
+        ck_assert(!fd_is_open(fd));
 }
 END_TEST
 
@@ -1030,6 +1200,21 @@ static Suite *session_suite(void) {
         tcase_add_test(tc, test_check_action_alphabet);
         tcase_add_test(tc, test_check_action_255);
         tcase_add_test(tc, test_parse_ok);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("check-peer");
+        tcase_add_checked_fixture(tc, peer_setup, peer_teardown);
+        tcase_add_test(tc, test_peer_decides_for_fd_peer);
+        tcase_add_test(tc, test_peer_fd_on_last_line_of_chunk);
+        tcase_add_test(tc, test_peer_fd_with_partial_line);
+        tcase_add_test(tc, test_peer_missing_fd);
+        tcase_add_test(tc, test_peer_two_fds);
+        tcase_add_test(tc, test_peer_truncated);
+        tcase_add_test(tc, test_peer_fd_on_other_line);
+        tcase_add_test(tc, test_peer_grammar_first);
+        tcase_add_test(tc, test_peer_bad_fd_kinds);
+        tcase_add_test(tc, test_peer_fds_after_closing_are_closed);
+        tcase_add_test(tc, test_peer_pending_fd_closed_by_done);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("errors");
