@@ -3,28 +3,56 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
+#include "diag.h"
+#include "policy-parse.h"
 #include "policy.h"
 
-/* Errors and warnings found while loading a policy, in the order found. */
-typedef struct Diag {
-        bool warning;
-        char *text; /* "FILE:LINE: message" or "FILE:LINE: warning: message" */
-} Diag;
+/* What became of one file or folder the loader looked at (for -t). */
+typedef enum SourceState {
+        SOURCE_LOADED,  /* its rules are in the policy */
+        SOURCE_MASKED,  /* empty or /dev/null: hides same-named files below it */
+        SOURCE_SKIPPED, /* not used: see note */
+        SOURCE_FAILED,  /* refused: see the diagnostics */
+} SourceState;
 
-typedef struct Diags {
-        Diag *v;
-        size_t n, n_errors, n_warnings;
-} Diags;
+typedef struct Source {
+        char *path;
+        SourceState state;
+        char *note; /* why skipped or masked; NULL for loaded files */
+        size_t n_rules;
+} Source;
 
-void diags_done(Diags *d);
+typedef struct Sources {
+        Source *v;
+        size_t n;
+} Sources;
+
+void sources_done(Sources *s);
+const char *source_state_name(SourceState s);
+
+typedef struct PolicyOptions {
+        const char *main_file;
+        const char *const *rule_dirs; /* drop-in folders, highest precedence first */
+        size_t n_rule_dirs;
+        bool check_ownership; /* files and folders must be owned by root (or trusted_uid), not group/other-writable */
+        uid_t trusted_uid;
+} PolicyOptions;
 
 /*
- * Read the policy file @path, resolve user and group names, and compile it.
- * Every problem goes to @diags (which the caller frees with diags_done());
- * the policy is refused when there is at least one error.
+ * Load a whole policy: the drop-in files of @o->rule_dirs (a name in an
+ * earlier folder hides the same name in later ones; evaluation order is by
+ * file name, byte order) followed by the rules of the main file, plus the
+ * main file's settings (applied over @settings, which the caller fills with
+ * defaults). Every error and warning goes to @diags; what happened to every
+ * file goes to @sources (may be NULL).
  *
  * Return: 0 and *ret_policy when the policy loaded (warnings allowed),
  * -EINVAL when it has errors, -ENOMEM.
  */
+int policy_load_full(const PolicyOptions *o, Diags *diags, Sources *sources, Settings *settings,
+                     Policy **ret_policy);
+
+/* Load the single file @path with no drop-ins and no ownership checks. */
 int policy_load(const char *path, Diags *diags, Policy **ret_policy);
