@@ -10,19 +10,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <systemd/sd-journal.h>
 
 #include "log.h"
 
 static bool to_journal;
 
-void log_setup(void) {
+LogTarget log_default_target(void) {
         const char *e = getenv("JOURNAL_STREAM");
         unsigned long long dev, ino;
         struct stat st;
 
-        to_journal = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
-                     (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+        bool j = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+                 (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+        return j ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR;
+}
+
+void log_set_target(LogTarget t) {
+        to_journal = t == LOG_TARGET_JOURNAL;
 }
 
 void log_msg(int priority, const char *fmt, ...) {

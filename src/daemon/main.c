@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "listen.h"
 #include "log.h"
@@ -18,51 +19,85 @@
 #include "server.h"
 
 #define EXIT_USAGE 2
-#define TIMEOUT_MAX_SEC 86400
+#define MAX_RULE_DIRS 64
 
 typedef struct Args {
         const char *config;
         const char *socket;
         bool check_only;
-        uint64_t timeout_sec;
+        const char *rule_dirs[MAX_RULE_DIRS];
+        size_t n_rule_dirs;
+        SettingsOverride override;
+        LogTarget log_target;
 } Args;
 
 static void help(void) {
         printf("Usage: credgated [OPTION]...\n"
                "Answer allow/deny for the kernel-verified identity of each local client.\n\n"
-               "  -c, --config FILE     policy file (default %s)\n"
-               "  -s, --socket PATH     socket to bind when not socket-activated\n"
-               "                        (default %s)\n"
-               "  -t, --check-config    check the policy, print errors and warnings, and exit\n"
-               "      --timeout SEC     close connections idle for SEC seconds (default 10)\n"
-               "  -h, --help            show this help\n"
-               "  -V, --version         show the version\n\n"
+               "  -c, --config FILE              policy file (default %s)\n"
+               "  -s, --socket PATH              socket to bind when not socket-activated\n"
+               "                                 (default %s)\n"
+               "      --rules-dir DIR            drop-in folder; repeat for more, first has the highest\n"
+               "                                 precedence (default %s, %s)\n"
+               "  -t, --check-config             check the policy, list its files, print errors and\n"
+               "                                 warnings, and exit\n"
+               "      --timeout SEC              close connections with no request for SEC seconds\n"
+               "      --max-connections N        stop accepting at N open connections\n"
+               "      --max-connections-per-uid N  refuse a uid's connections beyond N\n"
+               "      --idle-exit SEC            exit after SEC idle seconds when socket-activated (0: never)\n"
+               "      --log none|deny|all        which decisions to audit\n"
+               "      --log-target journal|stderr  where log and audit entries go\n"
+               "  -h, --help                     show this help\n"
+               "  -V, --version                  show the version\n\n"
+               "Options override the policy file's settings, also across reloads (SIGHUP).\n"
                "See credgated(8) and credgate.conf(5).\n",
-               CREDGATE_CONFIG_FILE, CREDGATE_SOCKET);
+               CREDGATE_CONFIG_FILE, CREDGATE_SOCKET, CREDGATE_RULES_DIR_ETC, CREDGATE_RULES_DIR_VENDOR);
 }
 
-static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
+static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
         char *end;
         errno = 0;
+        if (!s[0] || s[0] < '0' || s[0] > '9')
+                return -EINVAL;
         unsigned long long v = strtoull(s, &end, 10);
-        if (errno || end == s || *end || s[0] == '-' || v == 0 || v > max)
+        if (errno || *end || v < min || v > max)
                 return -EINVAL;
         *ret = v;
         return 0;
 }
 
+static int bad_value(const char *opt, const char *v, const char *want) {
+        fprintf(stderr, "credgated: %s: '%s' is not %s\n", opt, v, want);
+        return -1;
+}
+
 /* Return: 1 to go on, 0 to exit successfully, -1 on a usage error. */
 static int parse_args(int argc, char **argv, Args *a) {
-        enum { OPT_TIMEOUT = 0x100 };
+        enum {
+                OPT_TIMEOUT = 0x100,
+                OPT_RULES_DIR,
+                OPT_MAX_CONN,
+                OPT_MAX_PER_UID,
+                OPT_IDLE_EXIT,
+                OPT_LOG,
+                OPT_LOG_TARGET,
+        };
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "socket", required_argument, NULL, 's' },
                 { "check-config", no_argument, NULL, 't' },
+                { "rules-dir", required_argument, NULL, OPT_RULES_DIR },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "max-connections", required_argument, NULL, OPT_MAX_CONN },
+                { "max-connections-per-uid", required_argument, NULL, OPT_MAX_PER_UID },
+                { "idle-exit", required_argument, NULL, OPT_IDLE_EXIT },
+                { "log", required_argument, NULL, OPT_LOG },
+                { "log-target", required_argument, NULL, OPT_LOG_TARGET },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
         };
+        SettingsOverride *o = &a->override;
         int c;
 
         while ((c = getopt_long(argc, argv, "c:s:thV", opts, NULL)) >= 0) {
@@ -76,12 +111,43 @@ static int parse_args(int argc, char **argv, Args *a) {
                 case 't':
                         a->check_only = true;
                         break;
+                case OPT_RULES_DIR:
+                        if (a->n_rule_dirs == MAX_RULE_DIRS)
+                                return bad_value("--rules-dir", optarg, "accepted: too many folders");
+                        a->rule_dirs[a->n_rule_dirs++] = optarg;
+                        break;
                 case OPT_TIMEOUT:
-                        if (parse_seconds(optarg, TIMEOUT_MAX_SEC, &a->timeout_sec) < 0) {
-                                fprintf(stderr, "credgated: --timeout: '%s' is not a number of seconds in 1..%d\n",
-                                        optarg, TIMEOUT_MAX_SEC);
-                                return -1;
-                        }
+                        if (parse_uint(optarg, 1, SETTING_TIMEOUT_MAX, &o->v.request_timeout) < 0)
+                                return bad_value("--timeout", optarg, "a number of seconds in 1..3600");
+                        o->request_timeout = true;
+                        break;
+                case OPT_MAX_CONN:
+                        if (parse_uint(optarg, 1, SETTING_CONNECTIONS_MAX, &o->v.max_connections) < 0)
+                                return bad_value("--max-connections", optarg, "a number in 1..1048576");
+                        o->max_connections = true;
+                        break;
+                case OPT_MAX_PER_UID:
+                        if (parse_uint(optarg, 1, SETTING_CONNECTIONS_MAX, &o->v.max_connections_per_uid) < 0)
+                                return bad_value("--max-connections-per-uid", optarg, "a number in 1..1048576");
+                        o->max_connections_per_uid = true;
+                        break;
+                case OPT_IDLE_EXIT:
+                        if (parse_uint(optarg, 0, SETTING_IDLE_EXIT_MAX, &o->v.idle_exit) < 0)
+                                return bad_value("--idle-exit", optarg, "a number of seconds in 0..86400");
+                        o->idle_exit = true;
+                        break;
+                case OPT_LOG:
+                        if (settings_parse_audit(optarg, &o->v.log) < 0)
+                                return bad_value("--log", optarg, "none, deny or all");
+                        o->log = true;
+                        break;
+                case OPT_LOG_TARGET:
+                        if (strcmp(optarg, "journal") == 0)
+                                a->log_target = LOG_TARGET_JOURNAL;
+                        else if (strcmp(optarg, "stderr") == 0)
+                                a->log_target = LOG_TARGET_STDERR;
+                        else
+                                return bad_value("--log-target", optarg, "journal or stderr");
                         break;
                 case 'h':
                         help();
@@ -98,29 +164,35 @@ static int parse_args(int argc, char **argv, Args *a) {
                 fprintf(stderr, "credgated: unexpected argument '%s'\nTry 'credgated --help'.\n", argv[optind]);
                 return -1;
         }
+        if (a->n_rule_dirs == 0) {
+                a->rule_dirs[a->n_rule_dirs++] = CREDGATE_RULES_DIR_ETC;
+                a->rule_dirs[a->n_rule_dirs++] = CREDGATE_RULES_DIR_VENDOR;
+        }
         return 1;
 }
 
-static int load(const Args *a, Policy **ret) {
-        Diags d = {};
-        int r = policy_load(a->config, &d, ret);
-
-        for (size_t i = 0; i < d.n; i++) {
-                if (a->check_only)
-                        fprintf(stderr, "%s\n", d.v[i].text);
+/* -t: every file looked at and what became of it, then the diagnostics. */
+static void print_check(const Args *a, const Sources *src, const Diags *d, int r, const Policy *p) {
+        for (size_t i = 0; i < src->n; i++) {
+                const Source *s = &src->v[i];
+                if (s->state == SOURCE_LOADED)
+                        printf("%-8s %s (%zu rules)\n", source_state_name(s->state), s->path, s->n_rules);
                 else
-                        log_msg(d.v[i].warning ? LOG_WARNING : LOG_ERR, "%s", d.v[i].text);
+                        printf("%-8s %s%s%s\n", source_state_name(s->state), s->path, s->note ? ": " : "",
+                               s->note ? s->note : "");
         }
-        if (r < 0 && a->check_only)
-                fprintf(stderr, "%s: %zu error(s), %zu warning(s): policy refused\n", a->config, d.n_errors,
-                        d.n_warnings);
-        else if (r < 0)
-                log_error("refusing to start: the policy '%s' has %zu error(s)", a->config, d.n_errors);
-        diags_done(&d);
-        return r;
+        fflush(stdout);
+        for (size_t i = 0; i < d->n; i++)
+                fprintf(stderr, "%s\n", d->v[i].text);
+        if (r < 0)
+                fprintf(stderr, "%s: %zu error(s), %zu warning(s): policy refused\n", a->config, d->n_errors,
+                        d->n_warnings);
+        else
+                printf("%s: policy OK, %zu rules from %zu files, %zu warning(s)\n", a->config, policy_n_rules(p),
+                       policy_n_files(p), d->n_warnings);
 }
 
-static int listen_all(Server *s, const Args *a) {
+static int listen_all(Server *s, const Args *a, bool *ret_activated) {
         _cleanup_free_ int *fds = NULL;
         int bad = -1;
         int n = listen_activated(&fds, &bad);
@@ -133,6 +205,7 @@ static int listen_all(Server *s, const Args *a) {
                 log_error("socket activation failed: %s", strerror(-n));
                 return n;
         }
+        *ret_activated = n > 0;
         for (int i = 0; i < n; i++) {
                 int r = server_add_listener(s, fds[i], NULL);
                 if (r < 0)
@@ -154,31 +227,51 @@ static int listen_all(Server *s, const Args *a) {
 }
 
 int main(int argc, char **argv) {
-        Args a = { .config = CREDGATE_CONFIG_FILE, .socket = CREDGATE_SOCKET, .timeout_sec = 10 };
+        Args a = { .config = CREDGATE_CONFIG_FILE, .socket = CREDGATE_SOCKET, .log_target = log_default_target() };
         _cleanup_(policy_unrefp) Policy *policy = NULL;
         _cleanup_(server_freep) Server *server = NULL;
+        Settings settings = SETTINGS_DEFAULTS;
+        Diags d = {};
+        Sources src = {};
         int r;
 
-        log_setup();
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_SUCCESS;
+        log_set_target(a.log_target);
 
-        if (load(&a, &policy) < 0)
-                return EXIT_FAILURE;
+        PolicyOptions po = {
+                .main_file = a.config,
+                .rule_dirs = a.rule_dirs,
+                .n_rule_dirs = a.n_rule_dirs,
+                .check_ownership = true,
+                .trusted_uid = geteuid(),
+        };
+        r = policy_load_full(&po, &d, a.check_only ? &src : NULL, &settings, &policy);
         if (a.check_only) {
-                printf("%s: policy OK, %zu rules\n", a.config, policy_n_rules(policy));
-                return EXIT_SUCCESS;
+                print_check(&a, &src, &d, r, policy);
+                sources_done(&src);
+                diags_done(&d);
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         }
+        for (size_t i = 0; i < d.n; i++)
+                log_msg(d.v[i].warning ? LOG_WARNING : LOG_ERR, "%s", d.v[i].text);
+        if (r < 0)
+                log_error("refusing to start: the policy has %zu error(s)", d.n_errors);
+        diags_done(&d);
+        if (r < 0)
+                return EXIT_FAILURE;
 
-        ServerConfig cfg = { .config_path = a.config, .timeout_usec = a.timeout_sec * UINT64_C(1000000) };
-        r = server_new(&cfg, policy, &server);
+        ServerConfig cfg = { .policy = po, .override = a.override, .log_target = a.log_target };
+        r = server_new(&cfg, policy, &settings, &server);
         if (r < 0) {
                 log_error("cannot set up the event loop: %s", strerror(-r));
                 return EXIT_FAILURE;
         }
-        if (listen_all(server, &a) < 0)
+        bool activated = false;
+        if (listen_all(server, &a, &activated) < 0)
                 return EXIT_FAILURE;
+        server_set_activated(server, activated);
 
         r = server_run(server);
         if (r < 0) {

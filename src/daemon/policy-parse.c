@@ -349,6 +349,19 @@ static const struct {
         { "idle_exit", 0, SETTING_IDLE_EXIT_MAX, offsetof(Settings, idle_exit) },
 };
 
+void settings_apply_override(Settings *st, const SettingsOverride *o) {
+        if (o->request_timeout)
+                st->request_timeout = o->v.request_timeout;
+        if (o->max_connections)
+                st->max_connections = o->v.max_connections;
+        if (o->max_connections_per_uid)
+                st->max_connections_per_uid = o->v.max_connections_per_uid;
+        if (o->idle_exit)
+                st->idle_exit = o->v.idle_exit;
+        if (o->log)
+                st->log = o->v.log;
+}
+
 int settings_parse_audit(const char *s, AuditLevel *ret) {
         if (strcmp(s, "none") == 0)
                 *ret = AUDIT_NONE;

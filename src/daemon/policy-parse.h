@@ -35,6 +35,14 @@ typedef struct Settings {
                      .idle_exit = 0,                                                                    \
                      .log = AUDIT_DENY })
 
+/* Settings given on the command line: they win over the file, on every reload. */
+typedef struct SettingsOverride {
+        Settings v;
+        bool request_timeout, max_connections, max_connections_per_uid, idle_exit, log;
+} SettingsOverride;
+
+void settings_apply_override(Settings *st, const SettingsOverride *o);
+
 /* "none"/"deny"/"all". Return: 0 or -EINVAL. */
 int settings_parse_audit(const char *s, AuditLevel *ret);
 const char *settings_audit_name(AuditLevel a);

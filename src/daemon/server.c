@@ -6,11 +6,18 @@
  * can hold up another.
  *
  * Request timeouts use one timer for all connections: every connection's
- * deadline is "last activity + timeout", and the same timeout applies to
- * all, so keeping the connections in a list ordered by last activity keeps
- * them ordered by deadline too.
+ * deadline is "last request + timeout", so keeping the connections in a list
+ * ordered by last activity keeps them ordered by deadline too.
+ *
+ * Limits: at max_connections the listeners are switched off and clients
+ * wait in the kernel's backlog; a uid over max_connections_per_uid gets
+ * "ERR too-many-connections" at once. Running out of fds pauses accepting
+ * instead of spinning on a level-triggered listener.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <search.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +29,14 @@
 #include "log.h"
 #include "macro.h"
 #include "peercred.h"
-#include "policy-load.h"
+#include "reload.h"
 #include "server.h"
 
 #define READ_CHUNK (16 * 1024)
 #define ACCEPT_BURST 64
 #define ACCEPT_PAUSE_USEC (100 * 1000) /* after EMFILE/ENFILE */
+#define STATUS_INTERVAL_USEC (2 * UINT64_C(1000000))
+#define USEC_PER_SEC UINT64_C(1000000)
 
 typedef struct Conn Conn;
 struct Conn {
@@ -45,8 +54,14 @@ typedef struct Listener {
         sd_event_source *src;
 } Listener;
 
+typedef struct UidCount {
+        uint32_t uid;
+        uint32_t n;
+} UidCount;
+
 struct Server {
         ServerConfig cfg;
+        Settings settings; /* effective: file settings with command-line overrides */
         sd_event *event;
         Policy *policy;
         Listener *listeners;
@@ -54,11 +69,37 @@ struct Server {
         char *unlink_path;
         Conn *head, *tail;
         unsigned n_conns;
-        sd_event_source *timeout_timer, *resume_timer;
-        bool accept_paused;
-        Stats stats;
+        void *uids; /* tsearch() tree of UidCount */
+        bool accepting, fd_exhausted, activated;
+        sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
+        Reloader *reloader;
+        Audit *audit;
+        char *reload_error; /* first error of the last failed reload, for STATUS= */
+        Stats stats, stats_reported;
+        unsigned conns_reported;
+        SessionHooks hooks;
         char buf[READ_CHUNK];
 };
+
+static uint64_t now_usec(Server *s) {
+        uint64_t now = 0;
+        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
+        return now;
+}
+
+static void update_status(Server *s) {
+        const Stats *t = &s->stats;
+        (void) sd_notifyf(0,
+                          "STATUS=%s%s%s%zu rules from %zu files; requests %" PRIu64 " (allowed %" PRIu64
+                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections",
+                          s->reload_error ? "reload failed: " : "", s->reload_error ? s->reload_error : "",
+                          s->reload_error ? "; serving " : "serving ", policy_n_rules(s->policy),
+                          policy_n_files(s->policy), t->requests, t->allowed, t->denied, t->errors, s->n_conns);
+        s->stats_reported = s->stats;
+        s->conns_reported = s->n_conns;
+}
+
+/* ---- connection bookkeeping ------------------------------------------- */
 
 static void conn_unlink(Server *s, Conn *c) {
         if (c->prev)
@@ -94,10 +135,8 @@ static void arm_timeout(Server *s) {
 /* A request completed (or the connection is new): move to the back of the line. */
 static void conn_touch(Conn *c) {
         Server *s = c->server;
-        uint64_t now;
 
-        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
-        c->deadline = now + s->cfg.timeout_usec;
+        c->deadline = now_usec(s) + s->settings.request_timeout * USEC_PER_SEC;
         if (s->tail != c) {
                 conn_unlink(s, c);
                 conn_append(s, c);
@@ -110,10 +149,64 @@ static void conn_touch(Conn *c) {
                 arm_timeout(s);
 }
 
-static void set_accepting(Server *s, bool on) {
+static int cmp_uid(const void *a, const void *b) {
+        uint32_t x = ((const UidCount *) a)->uid, y = ((const UidCount *) b)->uid;
+        return x < y ? -1 : x > y;
+}
+
+/* Count a connection for @uid unless it is at its quota. Return: true if counted. */
+static bool uid_acquire(Server *s, uint32_t uid) {
+        UidCount key = { .uid = uid };
+        UidCount **found = tfind(&key, &s->uids, cmp_uid);
+        if (found) {
+                if ((*found)->n >= s->settings.max_connections_per_uid)
+                        return false;
+                (*found)->n++;
+                return true;
+        }
+        if (s->settings.max_connections_per_uid < 1)
+                return false;
+        UidCount *u = malloc(sizeof(UidCount));
+        if (!u)
+                return false;
+        *u = (UidCount){ .uid = uid, .n = 1 };
+        UidCount **ins = tsearch(u, &s->uids, cmp_uid);
+        if (!ins || *ins != u) {
+                free(u);
+                return false;
+        }
+        return true;
+}
+
+static void uid_release(Server *s, uint32_t uid) {
+        UidCount key = { .uid = uid };
+        UidCount **found = tfind(&key, &s->uids, cmp_uid);
+        if (!found)
+                return;
+        if (--(*found)->n == 0) {
+                UidCount *u = *found;
+                tdelete(&key, &s->uids, cmp_uid);
+                free(u);
+        }
+}
+
+/* Listen when below max_connections and not out of fds; else leave clients in the backlog. */
+static void update_accepting(Server *s) {
+        bool on = !s->fd_exhausted && s->n_conns < s->settings.max_connections;
+        if (on == s->accepting)
+                return;
         for (size_t i = 0; i < s->n_listeners; i++)
                 (void) sd_event_source_set_enabled(s->listeners[i].src, on ? SD_EVENT_ON : SD_EVENT_OFF);
-        s->accept_paused = !on;
+        s->accepting = on;
+}
+
+static void update_idle(Server *s) {
+        if (!s->activated || s->settings.idle_exit == 0 || s->n_conns > 0) {
+                (void) sd_event_source_set_enabled(s->idle_timer, SD_EVENT_OFF);
+                return;
+        }
+        (void) sd_event_source_set_time(s->idle_timer, now_usec(s) + s->settings.idle_exit * USEC_PER_SEC);
+        (void) sd_event_source_set_enabled(s->idle_timer, SD_EVENT_ONESHOT);
 }
 
 static void conn_free(Conn *c) {
@@ -121,16 +214,22 @@ static void conn_free(Conn *c) {
 
         conn_unlink(s, c);
         s->n_conns--;
+        uid_release(s, (uint32_t) c->session.creds.uid);
         sd_event_source_disable_unref(c->io);
         close(c->fd);
         session_done(&c->session);
         free(c);
         /* A freed fd may be what a paused accept() was waiting for. */
-        if (s->accept_paused) {
+        if (s->fd_exhausted) {
+                s->fd_exhausted = false;
                 (void) sd_event_source_set_enabled(s->resume_timer, SD_EVENT_OFF);
-                set_accepting(s, true);
         }
+        update_accepting(s);
+        if (s->n_conns == 0)
+                update_idle(s);
 }
+
+/* ---- connection I/O ---------------------------------------------------- */
 
 /* Send what is pending; return -errno on a dead client. */
 static int conn_flush(Conn *c) {
@@ -269,6 +368,12 @@ static void send_error_and_close(int fd, ProtoError e) {
         close(fd);
 }
 
+static void on_decision(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
+                        const PeerCreds *broker) {
+        Server *s = userdata;
+        audit_decision(s->audit, now_usec(s), action, v, subject, broker);
+}
+
 static void accept_one(Server *s, int fd) {
         PeerCreds creds = {};
 
@@ -278,8 +383,16 @@ static void accept_one(Server *s, int fd) {
                 send_error_and_close(fd, PROTO_NO_CREDENTIALS);
                 return;
         }
+        /* uid 0 counts like any uid: one user must not starve the others. */
+        if (!uid_acquire(s, (uint32_t) creds.uid)) {
+                s->stats.errors++;
+                peer_creds_done(&creds);
+                send_error_and_close(fd, PROTO_TOO_MANY_CONNECTIONS);
+                return;
+        }
         Conn *c = calloc(1, sizeof(Conn));
         if (!c) {
+                uid_release(s, (uint32_t) creds.uid);
                 peer_creds_done(&creds);
                 close(fd);
                 return;
@@ -287,7 +400,10 @@ static void accept_one(Server *s, int fd) {
         c->server = s;
         c->fd = fd;
         session_init(&c->session, &creds);
+        c->session.hooks = &s->hooks;
+        c->session.userdata = s;
         if (sd_event_add_io(s->event, &c->io, fd, EPOLLIN, on_conn_io, c) < 0) {
+                uid_release(s, (uint32_t) c->session.creds.uid);
                 session_done(&c->session);
                 close(fd);
                 free(c);
@@ -296,33 +412,38 @@ static void accept_one(Server *s, int fd) {
         s->n_conns++;
         conn_append(s, c);
         conn_touch(c);
+        if (s->n_conns == 1)
+                update_idle(s);
 }
 
 static int on_resume(sd_event_source *src, uint64_t usec, void *userdata) {
-        set_accepting(userdata, true);
+        Server *s = userdata;
+        s->fd_exhausted = false;
+        update_accepting(s);
         return 0;
 }
 
 static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         Server *s = userdata;
 
-        for (int i = 0; i < ACCEPT_BURST; i++) {
+        for (int i = 0; i < ACCEPT_BURST && s->accepting; i++) {
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (cfd >= 0) {
                         accept_one(s, cfd);
+                        update_accepting(s);
                         continue;
                 }
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                         /* Out of fds or memory: a level-triggered listener would
                          * spin. Leave clients in the backlog and retry later
                          * (or as soon as a connection closes). */
-                        uint64_t now;
-                        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
-                        set_accepting(s, false);
-                        (void) sd_event_source_set_time(s->resume_timer, now + ACCEPT_PAUSE_USEC);
+                        if (!s->fd_exhausted)
+                                log_warning("accept() failed: %s; pausing new connections for up to %d ms",
+                                            strerror(errno), (int) (ACCEPT_PAUSE_USEC / 1000));
+                        s->fd_exhausted = true;
+                        update_accepting(s);
+                        (void) sd_event_source_set_time(s->resume_timer, now_usec(s) + ACCEPT_PAUSE_USEC);
                         (void) sd_event_source_set_enabled(s->resume_timer, SD_EVENT_ONESHOT);
-                        log_warning("accept() failed: %s; pausing new connections for %d ms", strerror(errno),
-                                    ACCEPT_PAUSE_USEC / 1000);
                 }
                 break;
         }
@@ -331,9 +452,8 @@ static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
         Server *s = userdata;
-        uint64_t now;
+        uint64_t now = now_usec(s);
 
-        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
         while (s->head && s->head->deadline <= now) {
                 Conn *c = s->head;
                 /* Queue the error after whatever is still owed, then give the
@@ -346,31 +466,100 @@ static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int on_reload(sd_event_source *src, const struct signalfd_siginfo *si, void *userdata) {
-        Server *s = userdata;
-        Diags d = {};
-        Policy *p = NULL;
+/* Is a client waiting in a listener's backlog? */
+static bool backlog_pending(Server *s) {
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                struct pollfd p = { .fd = s->listeners[i].fd, .events = POLLIN };
+                if (poll(&p, 1, 0) > 0)
+                        return true;
+        }
+        return false;
+}
 
-        int r = policy_load(s->cfg.config_path, &d, &p);
-        for (size_t i = 0; i < d.n; i++)
-                log_msg(d.v[i].warning ? LOG_WARNING : LOG_ERR, "%s", d.v[i].text);
-        diags_done(&d);
-        if (r < 0) {
-                log_error("reload of '%s' failed; keeping the policy in force", s->cfg.config_path);
-                (void) sd_notifyf(0, "STATUS=reload failed; serving the previous policy (%zu rules)",
-                                  policy_n_rules(s->policy));
+static int on_idle(sd_event_source *src, uint64_t usec, void *userdata) {
+        Server *s = userdata;
+
+        /* Exit only with nothing open and nothing pending; a client still in
+         * the backlog stays there for the next instance systemd starts, but
+         * if we can see one, serve it instead. */
+        if (s->n_conns > 0 || reloader_busy(s->reloader) || backlog_pending(s)) {
+                update_idle(s);
                 return 0;
         }
-        /* Requests are handled synchronously, so every request already read
-         * was answered by the old policy and every later one sees the new. */
-        policy_unref(s->policy);
-        s->policy = p;
-        log_info("reloaded '%s': %zu rules", s->cfg.config_path, policy_n_rules(p));
-        (void) sd_notifyf(0, "STATUS=serving %zu rules from '%s'", policy_n_rules(p), s->cfg.config_path);
+        log_info("idle for %" PRIu64 " s; exiting", s->settings.idle_exit);
+        return sd_event_exit(s->event, 0);
+}
+
+static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
+        Server *s = userdata;
+
+        if (memcmp(&s->stats, &s->stats_reported, sizeof(Stats)) != 0 || s->n_conns != s->conns_reported)
+                update_status(s);
+        audit_flush(s->audit, usec);
+        (void) sd_event_source_set_time(src, usec + STATUS_INTERVAL_USEC);
         return 0;
 }
 
-int server_new(const ServerConfig *cfg, Policy *policy, Server **ret) {
+static void apply_settings(Server *s, const Settings *file) {
+        s->settings = *file;
+        settings_apply_override(&s->settings, &s->cfg.override);
+        audit_set_level(s->audit, s->settings.log);
+        update_accepting(s);
+        update_idle(s);
+}
+
+static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settings, const Diags *d) {
+        Server *s = userdata;
+
+        for (size_t i = 0; i < d->n; i++)
+                log_msg(d->v[i].warning ? LOG_WARNING : LOG_ERR, "%s", d->v[i].text);
+        if (r < 0) {
+                const char *first = "out of memory";
+                for (size_t i = 0; i < d->n; i++)
+                        if (!d->v[i].warning) {
+                                first = d->v[i].text;
+                                break;
+                        }
+                free(s->reload_error);
+                s->reload_error = strdup(first);
+                log_error("reload failed (%zu errors); the previous policy stays in force", d->n_errors);
+        } else {
+                /* Requests are handled synchronously on this loop, so every
+                 * request already read was answered by the old policy and
+                 * every later one sees the new: never a mix. */
+                policy_unref(s->policy);
+                s->policy = p;
+                s->reload_error = mfree(s->reload_error);
+                apply_settings(s, settings);
+                log_info("reloaded: %zu rules from %zu files", policy_n_rules(p), policy_n_files(p));
+        }
+        update_status(s);
+        (void) sd_notify(0, "READY=1");
+}
+
+static int on_sighup(sd_event_source *src, const struct signalfd_siginfo *si, void *userdata) {
+        Server *s = userdata;
+
+        (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the policy",
+                          now_usec(s));
+        int r = reloader_start(s->reloader);
+        if (r < 0) {
+                log_error("cannot start a reload: %s", strerror(-r));
+                (void) sd_notify(0, "READY=1");
+        }
+        return 0;
+}
+
+/* ---- setup --------------------------------------------------------------- */
+
+static int add_timer(Server *s, sd_event_source **ret, sd_event_time_handler_t cb) {
+        int r = sd_event_add_time(s->event, ret, CLOCK_MONOTONIC, 0, 0, cb, s);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(*ret, SD_EVENT_OFF);
+}
+
+int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings, Server **ret) {
         _cleanup_(server_freep) Server *s = calloc(1, sizeof(Server));
         int r;
 
@@ -378,8 +567,13 @@ int server_new(const ServerConfig *cfg, Policy *policy, Server **ret) {
                 return -ENOMEM;
         s->cfg = *cfg;
         s->policy = policy_ref(policy);
+        s->accepting = true;
+        s->hooks.decision = on_decision;
 
         r = sd_event_default(&s->event);
+        if (r < 0)
+                return r;
+        r = audit_new(cfg->log_target, settings->log, &s->audit);
         if (r < 0)
                 return r;
 
@@ -395,17 +589,18 @@ int server_new(const ServerConfig *cfg, Policy *policy, Server **ret) {
 
         if ((r = sd_event_add_signal(s->event, NULL, SIGTERM, NULL, NULL)) < 0 ||
             (r = sd_event_add_signal(s->event, NULL, SIGINT, NULL, NULL)) < 0 ||
-            (r = sd_event_add_signal(s->event, NULL, SIGHUP, on_reload, s)) < 0)
+            (r = sd_event_add_signal(s->event, NULL, SIGHUP, on_sighup, s)) < 0)
                 return r;
-        r = sd_event_add_time(s->event, &s->timeout_timer, CLOCK_MONOTONIC, 0, 0, on_timeout, s);
+        if ((r = add_timer(s, &s->timeout_timer, on_timeout)) < 0 || (r = add_timer(s, &s->resume_timer, on_resume)) < 0 ||
+            (r = add_timer(s, &s->idle_timer, on_idle)) < 0 || (r = add_timer(s, &s->status_timer, on_status)) < 0)
+                return r;
+        (void) sd_event_source_set_time(s->status_timer, now_usec(s) + STATUS_INTERVAL_USEC);
+        (void) sd_event_source_set_enabled(s->status_timer, SD_EVENT_ON);
+        r = reloader_new(s->event, &s->cfg.policy, on_reloaded, s, &s->reloader);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_enabled(s->timeout_timer, SD_EVENT_OFF);
-        r = sd_event_add_time(s->event, &s->resume_timer, CLOCK_MONOTONIC, 0, 0, on_resume, s);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_enabled(s->resume_timer, SD_EVENT_OFF);
         (void) sd_event_set_watchdog(s->event, true);
+        apply_settings(s, settings);
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -425,23 +620,32 @@ int server_add_listener(Server *s, int fd, const char *unlink_path) {
                 close(fd);
                 return r;
         }
+        if (!s->accepting)
+                (void) sd_event_source_set_enabled(l->src, SD_EVENT_OFF);
         s->n_listeners++;
         if (unlink_path && !(s->unlink_path = strdup(unlink_path)))
                 return -ENOMEM;
         return 0;
 }
 
+void server_set_activated(Server *s, bool activated) {
+        s->activated = activated;
+        update_idle(s);
+}
+
 int server_run(Server *s) {
-        (void) sd_notifyf(0, "READY=1\nSTATUS=serving %zu rules from '%s'", policy_n_rules(s->policy),
-                          s->cfg.config_path);
+        update_idle(s);
+        update_status(s);
+        (void) sd_notify(0, "READY=1");
         int r = sd_event_loop(s->event);
-        (void) sd_notify(0, "STOPPING=1");
+        (void) sd_notify(0, "STOPPING=1\nSTATUS=stopping");
         return r;
 }
 
 Server *server_free(Server *s) {
         if (!s)
                 return NULL;
+        reloader_free(s->reloader);
         while (s->head)
                 conn_free(s->head);
         for (size_t i = 0; i < s->n_listeners; i++) {
@@ -455,16 +659,13 @@ Server *server_free(Server *s) {
         }
         sd_event_source_disable_unref(s->timeout_timer);
         sd_event_source_disable_unref(s->resume_timer);
+        sd_event_source_disable_unref(s->idle_timer);
+        sd_event_source_disable_unref(s->status_timer);
+        tdestroy(s->uids, free);
+        audit_free(s->audit);
+        free(s->reload_error);
         sd_event_unref(s->event);
         policy_unref(s->policy);
         free(s);
         return NULL;
-}
-
-const Stats *server_stats(const Server *s) {
-        return &s->stats;
-}
-
-unsigned server_n_connections(const Server *s) {
-        return s->n_conns;
 }

@@ -1,24 +1,29 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "audit.h"
+#include "policy-load.h"
 #include "policy.h"
 #include "session.h"
 
 typedef struct Server Server;
 
 typedef struct ServerConfig {
-        const char *config_path; /* policy file, re-read on SIGHUP */
-        uint64_t timeout_usec;   /* close a connection with no complete request for this long */
+        PolicyOptions policy;      /* what SIGHUP re-reads; must outlive the server */
+        SettingsOverride override; /* command-line settings: win over the file's */
+        LogTarget log_target;
 } ServerConfig;
 
 /*
- * Create a server that decides with @policy (a reference is taken).
+ * Create a server that decides with @policy (a reference is taken) and the
+ * file's @settings (command-line overrides are applied on top).
  * Return: 0 and *ret, or -errno.
  */
-int server_new(const ServerConfig *cfg, Policy *policy, Server **ret);
+int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings, Server **ret);
 Server *server_free(Server *s);
 
 /*
@@ -28,12 +33,11 @@ Server *server_free(Server *s);
  */
 int server_add_listener(Server *s, int fd, const char *unlink_path);
 
-/* Serve until SIGTERM or SIGINT. Return: 0 on a clean exit, or -errno. */
-int server_run(Server *s);
+/* Socket-activated servers may exit when idle (settings: idle_exit). */
+void server_set_activated(Server *s, bool activated);
 
-/* Counters and connection count, for STATUS= and tests. */
-const Stats *server_stats(const Server *s);
-unsigned server_n_connections(const Server *s);
+/* Serve until SIGTERM, SIGINT or idle exit. Return: 0 on a clean exit, or -errno. */
+int server_run(Server *s);
 
 static inline void server_freep(Server **s) {
         server_free(*s);

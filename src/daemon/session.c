@@ -38,6 +38,8 @@ const char *proto_error_name(ProtoError e) {
                 return "no-credentials";
         case PROTO_BAD_PEER_FD:
                 return "bad-peer-fd";
+        case PROTO_TOO_MANY_CONNECTIONS:
+                return "too-many-connections";
         }
         return "bad-request";
 }
@@ -220,6 +222,16 @@ static int reply_verdict(Session *s, Stats *stats, Verdict v) {
         return out_add(s, "DENY\n", 5);
 }
 
+static int decide(Session *s, const Policy *p, Stats *stats, const char *action, const PeerCreds *subject,
+                  bool broker) {
+        Verdict v = policy_check(p, action, subject);
+        /* Queue the reply first: nothing the audit log does may change it. */
+        int r = reply_verdict(s, stats, v);
+        if (s->hooks && s->hooks->decision)
+                s->hooks->decision(s->userdata, action, &v, subject, broker ? &s->creds : NULL);
+        return r;
+}
+
 /* Decide for the peer of @fd (a socket the client handed us); closes @fd. */
 static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const char *action, int fd) {
         PeerCreds peer = {};
@@ -233,7 +245,7 @@ static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const ch
                 close(fd);
         if (r < 0)
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
-        r = reply_verdict(s, stats, policy_check(p, action, &peer));
+        r = decide(s, p, stats, action, &peer, true);
         peer_creds_done(&peer);
         return r;
 }
@@ -255,7 +267,7 @@ static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, si
         stats->requests++;
         switch (req.type) {
         case REQ_CHECK:
-                return reply_verdict(s, stats, policy_check(p, req.action, &s->creds));
+                return decide(s, p, stats, req.action, &s->creds, false);
         case REQ_CHECK_PEER:
                 return handle_check_peer(s, p, stats, req.action, fd);
         case REQ_PING:

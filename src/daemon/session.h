@@ -30,6 +30,7 @@ typedef enum ProtoError {
         PROTO_TIMEOUT,
         PROTO_NO_CREDENTIALS,
         PROTO_BAD_PEER_FD,
+        PROTO_TOO_MANY_CONNECTIONS,
 } ProtoError;
 
 typedef struct Request {
@@ -50,6 +51,12 @@ typedef struct FdGroup {
         bool truncated; /* the kernel had more fds than we took */
 } FdGroup;
 
+/* Called for every decision; @broker is the client for CHECK-PEER, else NULL. */
+typedef struct SessionHooks {
+        void (*decision)(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
+                         const PeerCreds *broker);
+} SessionHooks;
+
 /* Per-connection protocol state: framing, dispatch and queued replies. */
 typedef struct Session {
         PeerCreds creds;
@@ -61,6 +68,8 @@ typedef struct Session {
         uint64_t pos;      /* stream offset of in[0] (of the next unhandled byte) */
         FdGroup *fdg;      /* received fds not yet handed to a line, oldest first */
         unsigned n_fdg;
+        const SessionHooks *hooks; /* optional */
+        void *userdata;
 } Session;
 
 /* "bad-request", ... for an error; NULL for PROTO_OK. */

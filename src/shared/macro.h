@@ -29,6 +29,11 @@ static inline void closep(int *fd) {
         }
 }
 
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
 /* Hand ownership of a pointer or fd to the caller: the local goes to NULL/-1. */
 #define TAKE_PTR(p)                          \
         ({                                   \

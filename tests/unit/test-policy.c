@@ -25,11 +25,6 @@
 #define ALLOW DECISION_ALLOW
 #define DENY DECISION_DENY
 
-static void *mfree(void *p) {
-        free(p);
-        return NULL;
-}
-
 /* ------------------------------------------------------------------------
  * Fixture: one loaded policy per test; its temp files are unlinked right after loading.
  */

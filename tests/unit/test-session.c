@@ -415,6 +415,8 @@ static const char *err_reply(ProtoError e) {
                 return "ERR no-credentials\n";
         case PROTO_BAD_PEER_FD:
                 return "ERR bad-peer-fd\n";
+        case PROTO_TOO_MANY_CONNECTIONS:
+                return "ERR too-many-connections\n";
         case PROTO_OK:
                 break;
         }
