@@ -282,7 +282,8 @@ int policy_load_full(const PolicyOptions *o, Diags *diags, Sources *sources, Set
                 return -ENOMEM;
         for (size_t i = 0; i < o->n_rule_dirs && r != -ENOMEM; i++)
                 r = scan_dir(&l, o->rule_dirs[i], &dropins, &n_dropins);
-        qsort(dropins, n_dropins, sizeof(DropIn), cmp_dropin);
+        if (n_dropins > 0)
+                qsort(dropins, n_dropins, sizeof(DropIn), cmp_dropin);
 
         /* Drop-ins first, by name, so an admin's 10-*.conf beats a vendor's
          * 50-*.conf; the main file's rules come last. First match wins. */

@@ -289,7 +289,7 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
         if (n == 0)
                 return 0;
 
-        _cleanup_free_ char *req = malloc(total);
+        _cleanup_free_ char *req = malloc(total + 1); /* sprintf's final NUL */
         _cleanup_free_ credgate_decision *d = calloc(n, sizeof(credgate_decision));
         if (!req || !d)
                 return -ENOMEM;

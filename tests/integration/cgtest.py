@@ -10,10 +10,10 @@ Python 3 standard library only. Three parts:
 * ``Daemon``: runs ``$CREDGATED`` on a throw-away policy and socket,
   standalone or under ``$SYSTEMD_SOCKET_ACTIVATE``, captures its stderr and
   checks that it exits 0 on SIGTERM.
-* helpers: ``request()``, ``Client``, ``as_identity()``.
+* helpers: ``request()``, ``Client``, ``as_identity()``, ``run_as()``, ``cli()``.
 
 Environment (set by ``make check``, see AM_TESTS_ENVIRONMENT in
-Makefile.am): CREDGATED, CREDGATE_SRCDIR, CREDGATE_BUILDDIR,
+Makefile.am): CREDGATED, CREDGATE_CLI, CREDGATE_SRCDIR, CREDGATE_BUILDDIR,
 SYSTEMD_ANALYZE, SYSTEMD_SOCKET_ACTIVATE.
 """
 
@@ -488,6 +488,29 @@ def as_identity(uid, gid, groups, fn, timeout=30.0):
     if kind == "err":
         raise AssertionError(f"in the child as uid={uid} gid={gid} groups={list(groups)}:\n{value}")
     return value
+
+
+def cli():
+    """The credgate command-line client: $CREDGATE_CLI, else credgate in the build dir."""
+    return env_path("CREDGATE_CLI", os.path.join(builddir(), "credgate"))
+
+
+def run_as(uid, gid, groups, cmd, timeout=30, **kw):
+    """run() @cmd in a child that first drops to (uid, gid, groups) for real,
+    effective and saved ids (setgroups, setresgid, setresuid) and then execs
+    it: the program itself runs as that identity, not a Python function.
+    The child starts in / so that the new uid can always reach its cwd."""
+    groups = list(groups)
+
+    def drop():
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+            raise RuntimeError("identity change did not take")
+
+    kw.setdefault("cwd", "/")
+    return run(cmd, timeout=timeout, preexec_fn=drop, **kw)
 
 
 # ---------------------------------------------------------------------------
