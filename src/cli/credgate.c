@@ -471,8 +471,12 @@ static int cmd_ping(const Context *ctx, const Command *cmd, int argc, char **arg
 /* ------------------------------------------------------------------------ */
 /* eval */
 
+#define EVAL_MAX_RULE_DIRS 64
+
 typedef struct EvalArgs {
         const char *config;
+        const char *rule_dirs[EVAL_MAX_RULE_DIRS];
+        size_t n_rule_dirs;
         const char *user;
         const char *uid;
         const char *gid;
@@ -480,10 +484,14 @@ typedef struct EvalArgs {
 } EvalArgs;
 
 static void help_eval(void) {
-        printf("Usage: credgate eval [-c FILE] (--user NAME | --uid N) [--gid N] [--groups LIST] ACTION...\n"
-               "Evaluate a policy file offline, with the daemon's own policy code, and show for\n"
-               "each ACTION the decision and the rule that decides it.\n\n"
+        printf("Usage: credgate eval [-c FILE] [--rules-dir DIR]... (--user NAME | --uid N) [--gid N]\n"
+               "                     [--groups LIST] ACTION...\n"
+               "Evaluate a policy offline, with the daemon's own policy code and the same files\n"
+               "(drop-in folders, then the main file), and show for each ACTION the decision and\n"
+               "the rule that decides it.\n\n"
                "  -c, --config FILE   policy file (default %s)\n"
+               "      --rules-dir DIR drop-in folder; repeat for more, the first has the highest\n"
+               "                      precedence (default %s, %s)\n"
                "      --user NAME     evaluate for this user; uid, gid and groups from the user database\n"
                "      --uid N         evaluate for this uid; gid and groups from the user database\n"
                "      --gid N         primary group id (needed when the database does not know --uid)\n"
@@ -494,7 +502,7 @@ static void help_eval(void) {
                "Policy errors and warnings go to stderr; the daemon's file ownership checks\n"
                "are not applied. No daemon is contacted.\n"
                "Exit status: 0 when every ACTION is allowed, 1 when any is denied, 2 on error.\n",
-               CREDGATE_CONFIG_FILE);
+               CREDGATE_CONFIG_FILE, CREDGATE_RULES_DIR_ETC, CREDGATE_RULES_DIR_VENDOR);
 }
 
 /* Resolve the identity to evaluate. Return: 0, or EXIT_ERROR after a message. */
@@ -552,7 +560,7 @@ static int eval_identity(const EvalArgs *a, PeerCreds *ret) {
 }
 
 static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **argv) {
-        enum { OPT_USER = 0x100, OPT_UID, OPT_GID, OPT_GROUPS };
+        enum { OPT_USER = 0x100, OPT_UID, OPT_GID, OPT_GROUPS, OPT_RULES_DIR };
         static const char optstring[] = ":c:h";
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
@@ -560,6 +568,7 @@ static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **arg
                 { "uid", required_argument, NULL, OPT_UID },
                 { "gid", required_argument, NULL, OPT_GID },
                 { "groups", required_argument, NULL, OPT_GROUPS },
+                { "rules-dir", required_argument, NULL, OPT_RULES_DIR },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -587,6 +596,11 @@ static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **arg
                 case OPT_GROUPS:
                         a.groups = optarg;
                         break;
+                case OPT_RULES_DIR:
+                        if (a.n_rule_dirs == EVAL_MAX_RULE_DIRS)
+                                return usage_error(cmd, "too many --rules-dir folders");
+                        a.rule_dirs[a.n_rule_dirs++] = optarg;
+                        break;
                 case 'h':
                         help_eval();
                         return finish_output(EXIT_SUCCESS);
@@ -609,7 +623,15 @@ static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **arg
         if (r != 0)
                 return r;
 
-        r = policy_load(a.config, &diags, &policy);
+        if (a.n_rule_dirs == 0) {
+                a.rule_dirs[a.n_rule_dirs++] = CREDGATE_RULES_DIR_ETC;
+                a.rule_dirs[a.n_rule_dirs++] = CREDGATE_RULES_DIR_VENDOR;
+        }
+        /* The daemon's sources, minus its ownership checks: an admin may try
+         * a draft policy from their home folder. */
+        PolicyOptions po = { .main_file = a.config, .rule_dirs = a.rule_dirs, .n_rule_dirs = a.n_rule_dirs };
+        Settings settings = SETTINGS_DEFAULTS;
+        r = policy_load_full(&po, &diags, NULL, &settings, &policy);
         for (size_t i = 0; i < diags.n; i++)
                 fprintf(stderr, "%s\n", diags.v[i].text);
         if (r == -EINVAL)
