@@ -46,6 +46,8 @@ const char *source_state_name(SourceState s) {
         switch (s) {
         case SOURCE_LOADED:
                 return "loaded";
+        case SOURCE_MASK:
+                return "mask";
         case SOURCE_MASKED:
                 return "masked";
         case SOURCE_SKIPPED:
@@ -227,7 +229,13 @@ static int scan_dir(Loader *l, const char *dir, DropIn **v, size_t *n) {
                 }
                 const DropIn *prev = find_dropin(*v, *n, de->d_name);
                 if (prev) {
-                        note_source(l, path, SOURCE_SKIPPED, "overridden by '%s'", prev->path);
+                        struct stat pst;
+                        bool mask = stat(prev->path, &pst) == 0 &&
+                                    (is_dev_null(&pst) || (S_ISREG(pst.st_mode) && pst.st_size == 0));
+                        if (mask)
+                                note_source(l, path, SOURCE_MASKED, "masked by '%s'", prev->path);
+                        else
+                                note_source(l, path, SOURCE_SKIPPED, "overridden by '%s'", prev->path);
                         continue;
                 }
                 DropIn *m = reallocarray(*v, *n + 1, sizeof(DropIn));
@@ -254,7 +262,7 @@ static int load_one(Loader *l, PolicyBuilder *b, const char *path, bool main_fil
 
         int r = read_file(l, path, !main_file, &text);
         if (r == 1) {
-                note_source(l, path, SOURCE_MASKED, "empty or /dev/null: masks files of this name");
+                note_source(l, path, SOURCE_MASK, "empty or /dev/null: masks files of this name");
                 return 0;
         }
         if (r >= 0)

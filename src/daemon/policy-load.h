@@ -12,7 +12,8 @@
 /* What became of one file or folder the loader looked at (for -t). */
 typedef enum SourceState {
         SOURCE_LOADED,  /* its rules are in the policy */
-        SOURCE_MASKED,  /* empty or /dev/null: hides same-named files below it */
+        SOURCE_MASK,    /* empty or /dev/null: hides same-named files below it */
+        SOURCE_MASKED,  /* hidden by a mask of the same name */
         SOURCE_SKIPPED, /* not used: see note */
         SOURCE_FAILED,  /* refused: see the diagnostics */
 } SourceState;
