@@ -570,7 +570,7 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         s->accepting = true;
         s->hooks.decision = on_decision;
 
-        r = sd_event_default(&s->event);
+        r = sd_event_new(&s->event);
         if (r < 0)
                 return r;
         r = audit_new(cfg->log_target, settings->log, &s->audit);
