@@ -6,11 +6,14 @@
  *
  * A flood must not flood the journal: each uid may log AUDIT_BURST entries
  * per interval; the rest are counted, and the count is logged when the
- * interval ends. Uids share a fixed table of buckets, so the limiter's
- * memory does not grow with the number of uids an attacker can use.
+ * interval ends. Every uid has its own budget, so no user can use up
+ * another's and hide their entries; a uid's state is dropped once its
+ * interval has ended and its count was reported, so the table only holds
+ * uids that made decisions in the last interval.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <syslog.h>
@@ -18,21 +21,23 @@
 
 #include "audit.h"
 
-#define N_BUCKETS 4096
-
 typedef struct Bucket {
         uint32_t uid;
-        bool used;
-        uint64_t window_start;
         uint32_t logged;
+        uint64_t window_start;
         uint64_t suppressed;
 } Bucket;
 
 struct Audit {
         LogTarget target;
         AuditLevel level;
-        Bucket buckets[N_BUCKETS];
+        void *buckets; /* tsearch() tree of Bucket, by uid */
 };
+
+static int cmp_bucket(const void *a, const void *b) {
+        uint32_t x = ((const Bucket *) a)->uid, y = ((const Bucket *) b)->uid;
+        return x < y ? -1 : x > y;
+}
 
 int audit_new(LogTarget target, AuditLevel level, Audit **ret) {
         Audit *a = calloc(1, sizeof(Audit));
@@ -44,7 +49,24 @@ int audit_new(LogTarget target, AuditLevel level, Audit **ret) {
         return 0;
 }
 
+static void emit_suppressed(Audit *a, uint32_t uid, uint64_t n);
+
+static void flush_and_free(void *p, void *userdata) {
+        Bucket *b = p;
+        if (b->suppressed > 0)
+                emit_suppressed(userdata, b->uid, b->suppressed);
+        free(b);
+}
+
 Audit *audit_free(Audit *a) {
+        if (!a)
+                return NULL;
+        /* Counts still pending are reported, not lost, at exit. */
+        while (a->buckets) {
+                Bucket *b = *(Bucket **) a->buckets;
+                tdelete(b, &a->buckets, cmp_bucket);
+                flush_and_free(b, a);
+        }
         free(a);
         return NULL;
 }
@@ -65,15 +87,30 @@ static void emit_suppressed(Audit *a, uint32_t uid, uint64_t n) {
 
 /* Does the uid's rate limit let this entry through? */
 static bool ratelimit(Audit *a, uint32_t uid, uint64_t now) {
-        Bucket *b = &a->buckets[(uid * UINT32_C(2654435761)) % N_BUCKETS];
+        Bucket key = { .uid = uid };
+        Bucket **found = tfind(&key, &a->buckets, cmp_bucket);
+        Bucket *b;
 
-        if (!b->used || now >= b->window_start + AUDIT_INTERVAL_USEC) {
-                if (b->used && b->suppressed > 0)
-                        emit_suppressed(a, b->uid, b->suppressed);
-                *b = (Bucket){ .uid = uid, .used = true, .window_start = now };
+        if (found)
+                b = *found;
+        else {
+                /* Out of memory: log without limit rather than lose entries
+                 * of a uid that never got a budget. */
+                b = malloc(sizeof(Bucket));
+                if (!b)
+                        return true;
+                *b = (Bucket){ .uid = uid, .window_start = now };
+                Bucket **ins = tsearch(b, &a->buckets, cmp_bucket);
+                if (!ins || *ins != b) {
+                        free(b);
+                        return true;
+                }
         }
-        /* Two uids landing in one bucket share its limit: a limiter that
-         * errs towards logging less, never towards unbounded logging. */
+        if (now >= b->window_start + AUDIT_INTERVAL_USEC) {
+                if (b->suppressed > 0)
+                        emit_suppressed(a, b->uid, b->suppressed);
+                *b = (Bucket){ .uid = uid, .window_start = now };
+        }
         if (b->logged < AUDIT_BURST) {
                 b->logged++;
                 return true;
@@ -138,14 +175,43 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
                                (uint32_t) subject->gid);
 }
 
+typedef struct FlushCtx {
+        Audit *audit;
+        uint64_t now;
+        Bucket **expired;
+        size_t n, cap;
+} FlushCtx;
+
+static void collect_expired(const void *node, VISIT v, void *userdata) {
+        FlushCtx *f = userdata;
+        Bucket *b = *(Bucket *const *) node;
+
+        if (v != postorder && v != leaf)
+                return;
+        if (f->now < b->window_start + AUDIT_INTERVAL_USEC)
+                return;
+        if (f->n == f->cap) {
+                size_t cap = f->cap ? f->cap * 2 : 64;
+                Bucket **m = reallocarray(f->expired, cap, sizeof(Bucket *));
+                if (!m)
+                        return; /* try again at the next flush */
+                f->expired = m;
+                f->cap = cap;
+        }
+        f->expired[f->n++] = b;
+}
+
 void audit_flush(Audit *a, uint64_t now_usec) {
+        FlushCtx f = { .audit = a, .now = now_usec };
+
         if (!a)
                 return;
-        for (size_t i = 0; i < N_BUCKETS; i++) {
-                Bucket *b = &a->buckets[i];
-                if (b->used && b->suppressed > 0 && now_usec >= b->window_start + AUDIT_INTERVAL_USEC) {
-                        emit_suppressed(a, b->uid, b->suppressed);
-                        b->suppressed = 0;
-                }
+        /* Report and forget uids whose interval has ended; tdelete() cannot
+         * run inside twalk(), so collect first. */
+        twalk_r(a->buckets, collect_expired, &f);
+        for (size_t i = 0; i < f.n; i++) {
+                tdelete(f.expired[i], &a->buckets, cmp_bucket);
+                flush_and_free(f.expired[i], a);
         }
+        free(f.expired);
 }

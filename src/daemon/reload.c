@@ -31,7 +31,7 @@ struct Reloader {
         int pipe[2];
         sd_event_source *src;
         pthread_t thread;
-        bool running, again;
+        bool running;
         Job job;
 };
 
@@ -64,10 +64,6 @@ static int on_done(sd_event_source *src, int fd, uint32_t revents, void *userdat
         if (j.r < 0)
                 policy_unref(j.policy);
         diags_done(&j.diags);
-        if (r->again) {
-                r->again = false;
-                (void) reloader_start(r);
-        }
         return 0;
 }
 
@@ -112,10 +108,8 @@ Reloader *reloader_free(Reloader *r) {
 int reloader_start(Reloader *r) {
         sigset_t all, old;
 
-        if (r->running) {
-                r->again = true;
-                return 0;
-        }
+        if (r->running)
+                return -EBUSY;
         r->job = (Job){ .opts = r->opts, .notify_fd = r->pipe[1] };
         /* The thread must never take a signal meant for the event loop. */
         sigfillset(&all);

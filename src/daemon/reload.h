@@ -25,9 +25,8 @@ int reloader_new(sd_event *e, const PolicyOptions *opts, reload_done_t done, voi
 Reloader *reloader_free(Reloader *r);
 
 /*
- * Start a load. While one runs, the request is remembered and a new load
- * starts after the current one reported (files may have changed meanwhile).
- * Return: 0, or -errno when no thread could be started.
+ * Start a load. Return: 0, -EBUSY while one runs, or -errno when no thread
+ * could be started.
  */
 int reloader_start(Reloader *r);
 

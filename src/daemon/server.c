@@ -73,6 +73,7 @@ struct Server {
         bool accepting, fd_exhausted, activated;
         sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
         Reloader *reloader;
+        bool reload_pending; /* SIGHUP while a reload ran: files may have changed since */
         Audit *audit;
         char *reload_error; /* first error of the last failed reload, for STATUS= */
         Stats stats, stats_reported;
@@ -501,11 +502,27 @@ static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
 }
 
 static void apply_settings(Server *s, const Settings *file) {
+        uint64_t idle = s->settings.idle_exit;
+
         s->settings = *file;
         settings_apply_override(&s->settings, &s->cfg.override);
         audit_set_level(s->audit, s->settings.log);
         update_accepting(s);
-        update_idle(s);
+        /* Idle time counts from the last connection closing; a reload only
+         * restarts it when idle_exit itself changed. */
+        if (s->settings.idle_exit != idle)
+                update_idle(s);
+}
+
+static void start_reload(Server *s) {
+        (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the policy",
+                          now_usec(s));
+        int r = reloader_start(s->reloader);
+        if (r < 0) {
+                log_error("cannot start a reload: %s", strerror(-r));
+                update_status(s);
+                (void) sd_notify(0, "READY=1");
+        }
 }
 
 static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settings, const Diags *d) {
@@ -535,18 +552,21 @@ static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settin
         }
         update_status(s);
         (void) sd_notify(0, "READY=1");
+        if (s->reload_pending) {
+                s->reload_pending = false;
+                start_reload(s);
+        }
 }
 
 static int on_sighup(sd_event_source *src, const struct signalfd_siginfo *si, void *userdata) {
         Server *s = userdata;
 
-        (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the policy",
-                          now_usec(s));
-        int r = reloader_start(s->reloader);
-        if (r < 0) {
-                log_error("cannot start a reload: %s", strerror(-r));
-                (void) sd_notify(0, "READY=1");
-        }
+        /* One reload at a time; a SIGHUP meanwhile means "the files changed
+         * again": reload once more when this one is done. */
+        if (reloader_busy(s->reloader))
+                s->reload_pending = true;
+        else
+                start_reload(s);
         return 0;
 }
 

@@ -220,6 +220,26 @@ static int err_reply(const char *reason) {
 }
 
 /*
+ * A send failed because the daemon closed the connection. It may have said
+ * why first (e.g. "ERR too-many-connections" right after accept): report
+ * that reason rather than a bare EPIPE.
+ */
+static int send_failed(credgate *c, int error) {
+        if (error != -EPIPE && error != -ECONNRESET)
+                return error;
+        for (int i = 0; i < 64; i++) {
+                char *nl = c->n_in ? memchr(c->in, '\n', c->n_in) : NULL;
+                if (nl) {
+                        *nl = '\0';
+                        return strncmp(c->in, "ERR ", 4) == 0 ? err_reply(c->in + 4) : error;
+                }
+                if (recv_some(c, 0) < 0)
+                        break;
+        }
+        return error;
+}
+
+/*
  * Take the next complete reply line (without '\n', NUL-terminated) from the
  * connection, receiving as needed. The line stays valid until the next call.
  * Return: 0 and *ret_line, or an error; "ERR ..." is returned as an error.
@@ -308,7 +328,7 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
                         if (k > 0)
                                 sent += (size_t) k;
                         else if (k < 0 && errno != EAGAIN && errno != EINTR)
-                                return fail(c, -errno);
+                                return fail(c, send_failed(c, -errno));
                 }
                 /* Parse every complete line we already have. */
                 while (got < n) {
@@ -363,7 +383,7 @@ static int transact(credgate *c, const char *req, size_t len, int fd, char **ret
         size_t consumed = 0;
         int r = send_all(c, req, len, fd, deadline);
         if (r < 0)
-                return fail(c, r);
+                return fail(c, send_failed(c, r));
         r = next_line(c, &consumed, ret_line, deadline);
         if (r < 0)
                 return fail(c, r);
