@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -252,6 +253,11 @@ static int next_line(credgate *c, size_t *consumed, char **ret_line, int64_t dea
                 if (nl) {
                         *nl = '\0';
                         *consumed += (size_t) (nl - start) + 1;
+                        /* Replies are printable ASCII: a NUL would cut
+                         * "ALLOW\0junk" down to "ALLOW" for strcmp(). */
+                        for (const char *p = start; p < nl; p++)
+                                if ((unsigned char) *p < 0x20 || (unsigned char) *p > 0x7e)
+                                        return -EBADMSG;
                         if (strncmp(start, "ERR ", 4) == 0)
                                 return err_reply(start + 4);
                         *ret_line = start;
@@ -287,10 +293,27 @@ static void compact(credgate *c, size_t consumed) {
         c->n_in -= consumed;
 }
 
-static int usable(const credgate *c) {
+/*
+ * May a new request go out? Nothing may be waiting from the daemon: a reply
+ * nobody asked for must never answer the next question. An "ERR ..." that
+ * arrived meanwhile (an idle timeout) is reported as its error.
+ */
+static int usable(credgate *c) {
         if (!c)
                 return -EINVAL;
-        return c->broken ? -ENOTCONN : 0;
+        if (c->broken)
+                return -ENOTCONN;
+        if (c->n_in == 0) {
+                int r = recv_some(c, 0);
+                if (r == -ETIMEDOUT)
+                        return 0; /* nothing arrived: the normal case */
+                if (r < 0)
+                        return fail(c, r);
+        }
+        size_t consumed = 0;
+        char *line;
+        int r = next_line(c, &consumed, &line, 0);
+        return fail(c, r < 0 && r != -ETIMEDOUT ? r : -EBADMSG);
 }
 
 int credgate_check_many(credgate *c, const char *const *actions, size_t n, credgate_decision *ret_decisions) {
@@ -536,6 +559,9 @@ void credgate_creds_clear(credgate_creds *c) {
 }
 
 const char *credgate_strerror(int error) {
+        /* -INT_MIN does not exist: no such code anyway. */
+        if (error == INT_MIN)
+                return "unknown error";
         int e = error < 0 ? -error : error;
 
         switch (e) {
