@@ -113,6 +113,7 @@ void session_done(Session *s) {
         if (!s)
                 return;
         drop_fds(s);
+        policy_unref(s->held_policy);
         peer_creds_done(&s->creds);
         free(s->in);
         free(s->out);
@@ -324,8 +325,8 @@ static int add_fds(Session *s, Stats *stats, uint64_t at, const int *fds, size_t
         return 0;
 }
 
-int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
-                 bool truncated) {
+static int feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+                bool truncated) {
         int count = 0;
 
         if (s->closing) {
@@ -376,6 +377,19 @@ int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n
                 s->in = NULL;
         }
         return count;
+}
+
+int session_feed(Session *s, Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+                 bool truncated) {
+        /* Requests held back by back-pressure were received under the policy
+         * of that moment: answer them with it, even after a reload. */
+        int r = feed(s, s->held_policy ? s->held_policy : p, stats, data, n, fds, n_fds, truncated);
+        bool backlog = session_has_backlog(s);
+        if (backlog && !s->held_policy)
+                s->held_policy = policy_ref(p);
+        else if (!backlog && s->held_policy)
+                s->held_policy = policy_unref(s->held_policy);
+        return r;
 }
 
 void session_sent(Session *s, size_t n) {

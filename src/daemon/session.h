@@ -68,6 +68,7 @@ typedef struct Session {
         uint64_t pos;      /* stream offset of in[0] (of the next unhandled byte) */
         FdGroup *fdg;      /* received fds not yet handed to a line, oldest first */
         unsigned n_fdg;
+        Policy *held_policy;       /* the policy for requests held back by back-pressure */
         const SessionHooks *hooks; /* optional */
         void *userdata;
 } Session;
@@ -94,12 +95,16 @@ void session_done(Session *s);
  * the output drained. After an error reply the session is closing and
  * discards all input.
  *
+ * Requests kept back by back-pressure are answered with the policy that
+ * was current when they were read (a reference is held meanwhile), so a
+ * reload never changes the answer to a request already received.
+ *
  * @fds (@n_fds of them, @truncated when the kernel had more) arrived with
  * these bytes; the session owns them from now on and closes every one.
  *
  * Return: number of complete requests handled (>= 0), or -ENOMEM.
  */
-int session_feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+int session_feed(Session *s, Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
                  bool truncated);
 
 /* Queue "ERR <reason>" and start closing. Return: 0 or -ENOMEM. */

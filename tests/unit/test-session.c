@@ -882,6 +882,36 @@ START_TEST(test_backpressure_error_in_backlog) {
 }
 END_TEST
 
+/* Requests read before a reload keep the policy of that moment, even when
+ * back-pressure holds them until after the swap. */
+START_TEST(test_backpressure_backlog_keeps_its_policy) {
+        size_t n;
+        char *text = repeat("CHECK org.none\n", 20000, "", &n);
+        Policy *old = make_policy(DECISION_ALLOW), *new = make_policy(DECISION_DENY);
+        size_t allow = 0, deny = 0;
+
+        char *copy = tmalloc(n);
+        memcpy(copy, text, n);
+        ck_assert_int_gt(session_feed(&session, old, &stats, copy, n, NULL, 0, false), 0);
+        ck_assert(session_has_backlog(&session));
+        /* "reload": the caller now passes the new policy; the old one may be gone. */
+        old = policy_unref(old);
+        while (session_pending(&session) > 0 || session_has_backlog(&session)) {
+                char *out = drain();
+                for (char *p = out; (p = strstr(p, "ALLOW\n")); p++)
+                        allow++;
+                for (char *p = out; (p = strstr(p, "DENY\n")); p++)
+                        deny++;
+                ck_assert_int_ge(session_feed(&session, new, &stats, NULL, 0, NULL, 0, false), 0);
+        }
+        ck_assert_uint_eq(allow, 20000);
+        ck_assert_uint_eq(deny, 0);
+        /* Once the backlog is answered, later requests see the new policy. */
+        roundtrip("CHECK org.none\n", "DENY\n");
+        policy_unref(new);
+}
+END_TEST
+
 START_TEST(test_backpressure_overlong_line_in_backlog) {
         /*
          * Held back behind the replies: 1024 bytes without a newline. That is
@@ -1262,6 +1292,7 @@ static Suite *session_suite(void) {
         tcase_add_test(tc, test_backpressure_new_input_queues_behind);
         tcase_add_test(tc, test_backpressure_error_in_backlog);
         tcase_add_test(tc, test_backpressure_overlong_line_in_backlog);
+        tcase_add_test(tc, test_backpressure_backlog_keeps_its_policy);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("fail");
