@@ -26,6 +26,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "closer.h"
 #include "log.h"
 #include "macro.h"
 #include "peercred.h"
@@ -37,6 +38,7 @@
 #define ACCEPT_PAUSE_USEC (100 * 1000) /* after EMFILE/ENFILE */
 #define STATUS_INTERVAL_USEC (2 * UINT64_C(1000000))
 #define USEC_PER_SEC UINT64_C(1000000)
+#define SCM_MAX_FD 253 /* the most fds the kernel passes in one message */
 
 typedef struct Conn Conn;
 struct Conn {
@@ -73,6 +75,7 @@ struct Server {
         bool accepting, fd_exhausted, activated;
         sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
         Reloader *reloader;
+        Closer *closer;
         bool reload_pending; /* SIGHUP while a reload ran: files may have changed since */
         Audit *audit;
         char *reload_error; /* first error of the last failed reload, for STATUS= */
@@ -217,7 +220,8 @@ static void conn_free(Conn *c) {
         s->n_conns--;
         uid_release(s, (uint32_t) c->session.creds.uid);
         sd_event_source_disable_unref(c->io);
-        close(c->fd);
+        /* Unread fds queued on the socket are released with it. */
+        closer_close(s->closer, c->fd);
         session_done(&c->session);
         free(c);
         /* A freed fd may be what a paused accept() was waiting for. */
@@ -292,9 +296,11 @@ static bool conn_update(Conn *c) {
  * none can linger in the daemon. Return: bytes read, 0 at EOF, or -errno.
  */
 static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
+        /* Room for every fd the kernel can pass: fds that do not fit would be
+         * released by the kernel inside recvmsg(), on this thread. */
         union {
                 struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int) * SESSION_MAX_FDS)];
+                char buf[CMSG_SPACE(sizeof(int) * SCM_MAX_FD)];
         } ctl;
         struct iovec iov = { .iov_base = c->server->buf, .iov_len = sizeof(c->server->buf) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
@@ -314,7 +320,7 @@ static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
                         if (*n_fds < SESSION_MAX_FDS)
                                 fds[(*n_fds)++] = fd;
                         else {
-                                close(fd);
+                                closer_close(c->server->closer, fd);
                                 *truncated = true;
                         }
                 }
@@ -341,7 +347,7 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
                 if (n == 0) {
                         c->eof = true;
                         for (size_t i = 0; i < n_fds; i++)
-                                close(fds[i]);
+                                closer_close(s->closer, fds[i]);
                 }
                 if (n > 0) {
                         int r = session_feed(&c->session, s->policy, &s->stats, s->buf, (size_t) n, fds, n_fds,
@@ -362,11 +368,16 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
 }
 
 /* Best effort: a one-line error to a socket we are about to close. */
-static void send_error_and_close(int fd, ProtoError e) {
+static void send_error_and_close(Server *s, int fd, ProtoError e) {
         char line[64];
         int n = snprintf(line, sizeof(line), "ERR %s\n", proto_error_name(e));
         (void) send(fd, line, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        close(fd);
+        closer_close(s->closer, fd);
+}
+
+static void on_close_fd(void *userdata, int fd) {
+        Server *s = userdata;
+        closer_close(s->closer, fd);
 }
 
 static void on_decision(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
@@ -381,21 +392,21 @@ static void accept_one(Server *s, int fd) {
         /* Identity comes from the kernel only, read once, here. */
         if (peer_creds_read(fd, &creds) < 0) {
                 s->stats.errors++;
-                send_error_and_close(fd, PROTO_NO_CREDENTIALS);
+                send_error_and_close(s, fd, PROTO_NO_CREDENTIALS);
                 return;
         }
         /* uid 0 counts like any uid: one user must not starve the others. */
         if (!uid_acquire(s, (uint32_t) creds.uid)) {
                 s->stats.errors++;
                 peer_creds_done(&creds);
-                send_error_and_close(fd, PROTO_TOO_MANY_CONNECTIONS);
+                send_error_and_close(s, fd, PROTO_TOO_MANY_CONNECTIONS);
                 return;
         }
         Conn *c = calloc(1, sizeof(Conn));
         if (!c) {
                 uid_release(s, (uint32_t) creds.uid);
                 peer_creds_done(&creds);
-                close(fd);
+                closer_close(s->closer, fd);
                 return;
         }
         c->server = s;
@@ -406,7 +417,7 @@ static void accept_one(Server *s, int fd) {
         if (sd_event_add_io(s->event, &c->io, fd, EPOLLIN, on_conn_io, c) < 0) {
                 uid_release(s, (uint32_t) c->session.creds.uid);
                 session_done(&c->session);
-                close(fd);
+                closer_close(s->closer, fd);
                 free(c);
                 return;
         }
@@ -589,11 +600,15 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         s->policy = policy_ref(policy);
         s->accepting = true;
         s->hooks.decision = on_decision;
+        s->hooks.close_fd = on_close_fd;
 
         r = sd_event_new(&s->event);
         if (r < 0)
                 return r;
         r = audit_new(cfg->log_target, settings->log, &s->audit);
+        if (r < 0)
+                return r;
+        r = closer_new(&s->closer);
         if (r < 0)
                 return r;
 
@@ -682,6 +697,7 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->status_timer);
         tdestroy(s->uids, free);
+        closer_free(s->closer);
         audit_free(s->audit);
         free(s->reload_error);
         sd_event_unref(s->event);

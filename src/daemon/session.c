@@ -96,14 +96,23 @@ void session_init(Session *s, PeerCreds *creds) {
         *creds = (PeerCreds){};
 }
 
-static void close_fds(const int *fds, size_t n) {
+/* fds from clients are closed through the hook: their last close() may
+ * block (see closer.h), which the event loop must never do. */
+static void release_fd(Session *s, int fd) {
+        if (s->hooks && s->hooks->close_fd)
+                s->hooks->close_fd(s->userdata, fd);
+        else
+                close(fd);
+}
+
+static void close_fds(Session *s, const int *fds, size_t n) {
         for (size_t i = 0; i < n; i++)
-                close(fds[i]);
+                release_fd(s, fds[i]);
 }
 
 static void drop_fds(Session *s) {
         for (unsigned i = 0; i < s->n_fdg; i++)
-                close_fds(s->fdg[i].fds, s->fdg[i].n);
+                close_fds(s, s->fdg[i].fds, s->fdg[i].n);
         free(s->fdg);
         s->fdg = NULL;
         s->n_fdg = 0;
@@ -199,7 +208,7 @@ static int take_line_fd(Session *s, uint64_t end) {
                         if (total == 0)
                                 fd = g->fds[i];
                         else
-                                close(g->fds[i]);
+                                release_fd(s, g->fds[i]);
                 }
         }
         if (k > 0) {
@@ -208,7 +217,7 @@ static int take_line_fd(Session *s, uint64_t end) {
         }
         if (total > 1 || truncated) {
                 if (fd >= 0)
-                        close(fd);
+                        release_fd(s, fd);
                 return -2;
         }
         return fd;
@@ -243,7 +252,7 @@ static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const ch
         if (fd >= 0 && peer_check_connected_stream(fd) >= 0)
                 r = peer_creds_read(fd, &peer);
         if (fd >= 0)
-                close(fd);
+                release_fd(s, fd);
         if (r < 0)
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
         r = decide(s, p, stats, action, &peer, true);
@@ -257,12 +266,12 @@ static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, si
 
         if (e != PROTO_OK) {
                 if (fd >= 0)
-                        close(fd);
+                        release_fd(s, fd);
                 return session_fail(s, e, stats);
         }
         if (req.type != REQ_CHECK_PEER && fd != -1) {
                 if (fd >= 0)
-                        close(fd);
+                        release_fd(s, fd);
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
         }
         stats->requests++;
@@ -310,12 +319,12 @@ static int add_fds(Session *s, Stats *stats, uint64_t at, const int *fds, size_t
         /* Only one line can be incomplete when a read happens, so more than a
          * couple of pending groups means fds without matching lines. */
         if (s->n_fdg >= 2 || n > SESSION_MAX_FDS) {
-                close_fds(fds, n);
+                close_fds(s, fds, n);
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
         }
         FdGroup *m = reallocarray(s->fdg, s->n_fdg + 1, sizeof(FdGroup));
         if (!m) {
-                close_fds(fds, n);
+                close_fds(s, fds, n);
                 return -ENOMEM;
         }
         s->fdg = m;
@@ -330,13 +339,13 @@ static int feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n,
         int count = 0;
 
         if (s->closing) {
-                close_fds(fds, n_fds);
+                close_fds(s, fds, n_fds);
                 return 0;
         }
         if (n_fds > 0 || truncated) {
                 /* fds always come with data on a stream socket; without, no line owns them */
                 if (n == 0) {
-                        close_fds(fds, n_fds);
+                        close_fds(s, fds, n_fds);
                         return session_fail(s, PROTO_BAD_PEER_FD, stats);
                 }
                 if (add_fds(s, stats, s->pos + s->n_in + n - 1, fds, n_fds, truncated) < 0)

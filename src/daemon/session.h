@@ -55,6 +55,8 @@ typedef struct FdGroup {
 typedef struct SessionHooks {
         void (*decision)(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
                          const PeerCreds *broker);
+        /* closes an fd a client sent (default: close()) */
+        void (*close_fd)(void *userdata, int fd);
 } SessionHooks;
 
 /* Per-connection protocol state: framing, dispatch and queued replies. */
