@@ -642,6 +642,15 @@ def main(module=None):
             t.run(res)
             took = time.monotonic() - start
             problems = list(res.problems)
+            # Tripwire: a chmod through a symlink to /dev/null once broke
+            # every later test run by another user. Name the culprit, repair.
+            null_mode = os.stat("/dev/null").st_mode & 0o7777
+            if null_mode != 0o666:
+                problems.append(f"/dev/null's mode changed to {null_mode:04o} during this test")
+                try:
+                    os.chmod("/dev/null", 0o666)
+                except OSError:
+                    pass
             if j == len(group) - 1:
                 # Class teardown problems are charged to the class's last test.
                 k, inf = _call(cls.tearDownClass)

@@ -6,6 +6,7 @@ service's offline security exposure score is at most 1.0."""
 import os
 import re
 import shutil
+import subprocess
 import unittest
 
 import cgtest
@@ -76,6 +77,18 @@ class UnitsTest(unittest.TestCase):
         shutil.copy(self.unit("credgated.socket"), bad)
         r = self.verify(os.path.join(bad, "credgated.service"))
         self.assertIn("NoSuchKeyCgtest", r.stderr)
+
+    def test_man_pages_lint_clean(self):
+        mandoc = shutil.which("mandoc")
+        if not mandoc:
+            self.skipTest("mandoc is not installed (the README's setup installs it)")
+        docs = os.path.join(os.environ["CREDGATE_SRCDIR"], "docs")
+        pages = sorted(f for f in os.listdir(docs) if re.fullmatch(r"[a-z.]+\.[1-8]", f))
+        self.assertEqual(pages, ["credgate.1", "credgate.conf.5", "credgated.8", "libcredgate.3"])
+        for page in pages:
+            r = subprocess.run([mandoc, "-Tlint", "-W", "warning", os.path.join(docs, page)],
+                               capture_output=True, text=True)
+            self.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""), page)
 
     def test_security_exposure(self):
         r = cgtest.run([cgtest.systemd_analyze(), "security", "--no-pager", "--offline=true",
