@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "action.h"
+#include "ids.h"
 #include "credgate.h"
 #include "macro.h"
 #include "policy-load.h"
@@ -32,8 +33,6 @@
 #define EXIT_DENY 1
 #define EXIT_ERROR 2
 
-#define ID_MAX UINT32_C(4294967294) /* 4294967295 is (uid_t)-1, "no id" */
-#define LOOKUP_BUF_MAX (1u << 24)
 #define CHECK_BATCH 1024 /* actions per pipelined round trip */
 
 typedef struct Context {
@@ -109,86 +108,12 @@ static const char *socket_shown(const Context *ctx) {
 /* ------------------------------------------------------------------------ */
 /* Ids and the user database */
 
-/* A decimal id: digits only, 0..4294967294. Return: 0, or -EINVAL. */
-static int parse_id(const char *s, uint32_t *ret) {
-        uint64_t v = 0;
-        size_t n = strlen(s);
-
-        if (n == 0 || n > 10)
-                return -EINVAL;
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -EINVAL;
-                v = v * 10 + (uint64_t) (s[i] - '0');
-        }
-        if (v > ID_MAX)
-                return -EINVAL;
-        *ret = (uint32_t) v;
-        return 0;
-}
-
-/* glibc reports "not found" as 0 with no result; some NSS modules use these instead. */
-static bool lookup_not_found(int r) {
-        return r == 0 || r == ENOENT || r == ESRCH || r == EBADF || r == EPERM;
-}
-
-/*
- * getpwnam_r() (@name set) or getpwuid_r(), with a buffer that grows as
- * needed. The strings of *ret_pw live in *ret_buf, which the caller frees.
- * Return: 0, -ENOENT when the database has no such user, or -errno.
- */
-static int get_passwd(const char *name, uid_t uid, struct passwd *ret_pw, char **ret_buf) {
-        _cleanup_free_ char *buf = NULL;
-        struct passwd *res = NULL;
-        size_t size = 4096;
-        int r;
-
-        for (;;) {
-                char *m = realloc(buf, size);
-                if (!m)
-                        return -ENOMEM;
-                buf = m;
-                r = name ? getpwnam_r(name, ret_pw, buf, size, &res) : getpwuid_r(uid, ret_pw, buf, size, &res);
-                if (r != ERANGE || size >= LOOKUP_BUF_MAX)
-                        break;
-                size *= 2;
-        }
-        if (!res)
-                return lookup_not_found(r) ? -ENOENT : -r;
-        *ret_buf = TAKE_PTR(buf);
-        return 0;
-}
-
-/* getgrnam_r() (@name set) or getgrgid_r(); as get_passwd(). */
-static int get_group(const char *name, gid_t gid, struct group *ret_gr, char **ret_buf) {
-        _cleanup_free_ char *buf = NULL;
-        struct group *res = NULL;
-        size_t size = 16384;
-        int r;
-
-        /* Groups with many members need a larger buffer. */
-        for (;;) {
-                char *m = realloc(buf, size);
-                if (!m)
-                        return -ENOMEM;
-                buf = m;
-                r = name ? getgrnam_r(name, ret_gr, buf, size, &res) : getgrgid_r(gid, ret_gr, buf, size, &res);
-                if (r != ERANGE || size >= LOOKUP_BUF_MAX)
-                        break;
-                size *= 2;
-        }
-        if (!res)
-                return lookup_not_found(r) ? -ENOENT : -r;
-        *ret_buf = TAKE_PTR(buf);
-        return 0;
-}
-
 /* Print "1000(alice)", or the bare id when the database has no name for it. */
 static void print_uid(uid_t uid) {
         _cleanup_free_ char *buf = NULL;
         struct passwd pw;
 
-        if (get_passwd(NULL, uid, &pw, &buf) == 0)
+        if (id_get_passwd(NULL, uid, &pw, &buf) == 0)
                 printf("%u(%s)", (unsigned) uid, pw.pw_name);
         else
                 printf("%u", (unsigned) uid);
@@ -198,7 +123,7 @@ static void print_gid(gid_t gid) {
         _cleanup_free_ char *buf = NULL;
         struct group gr;
 
-        if (get_group(NULL, gid, &gr, &buf) == 0)
+        if (id_get_group(NULL, gid, &gr, &buf) == 0)
                 printf("%u(%s)", (unsigned) gid, gr.gr_name);
         else
                 printf("%u", (unsigned) gid);
@@ -275,13 +200,13 @@ static int parse_groups(const char *list, gid_t **ret_groups, size_t *ret_n) {
                 if (len == 0)
                         return fail("--groups: empty entry in '%s'", list);
                 if (strspn(item, "0123456789") == len) {
-                        if (parse_id(item, &id) < 0)
+                        if (id_parse(item, strlen(item), &id) < 0)
                                 return fail("--groups: '%s' is not a group id in 0..4294967294", item);
                         g[n++] = (gid_t) id;
                 } else {
                         _cleanup_free_ char *buf = NULL;
                         struct group gr;
-                        int r = get_group(item, 0, &gr, &buf);
+                        int r = id_get_group(item, 0, &gr, &buf);
 
                         if (r == -ENOENT)
                                 return fail("--groups: unknown group '%s'", item);
@@ -516,7 +441,7 @@ static int eval_identity(const EvalArgs *a, PeerCreds *ret) {
         int r;
 
         if (a->user) {
-                r = get_passwd(a->user, 0, &pw, &buf);
+                r = id_get_passwd(a->user, 0, &pw, &buf);
                 if (r == -ENOENT)
                         return fail("unknown user '%s'", a->user);
                 if (r < 0)
@@ -524,9 +449,9 @@ static int eval_identity(const EvalArgs *a, PeerCreds *ret) {
                 known = true;
                 uid = pw.pw_uid;
         } else {
-                if (parse_id(a->uid, &uid) < 0)
+                if (id_parse(a->uid, strlen(a->uid), &uid) < 0)
                         return fail("--uid: '%s' is not a user id in 0..4294967294", a->uid);
-                r = get_passwd(NULL, uid, &pw, &buf);
+                r = id_get_passwd(NULL, uid, &pw, &buf);
                 if (r < 0 && r != -ENOENT)
                         return fail("cannot look up uid %" PRIu32 ": %s", uid, strerror(-r));
                 known = r == 0;
@@ -537,7 +462,7 @@ static int eval_identity(const EvalArgs *a, PeerCreds *ret) {
                             uid);
 
         if (a->gid) {
-                if (parse_id(a->gid, &gid) < 0)
+                if (id_parse(a->gid, strlen(a->gid), &gid) < 0)
                         return fail("--gid: '%s' is not a group id in 0..4294967294", a->gid);
         } else
                 gid = pw.pw_gid;

@@ -20,10 +20,10 @@
 #include <string.h>
 
 #include "action.h"
+#include "ids.h"
 #include "macro.h"
 #include "policy-parse.h"
 
-#define ID_MAX UINT32_C(4294967294) /* 4294967295 is (uid_t)-1, "no id" */
 
 typedef struct Loader {
         const char *path;
@@ -58,34 +58,18 @@ static int push_range(IdRange **v, size_t *n, size_t *cap, IdRange r) {
         return 0;
 }
 
-/* "1000" or "1000-1999": digits only, each end in 0..ID_MAX. */
-static int parse_id(const char *s, size_t n, uint32_t *ret) {
-        uint64_t v = 0;
-        if (n == 0 || n > 10)
-                return -EINVAL;
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -EINVAL;
-                v = v * 10 + (uint64_t) (s[i] - '0');
-        }
-        if (v > ID_MAX)
-                return -ERANGE;
-        *ret = (uint32_t) v;
-        return 0;
-}
-
 static int parse_id_range(const char *s, IdRange *ret) {
         const char *dash = strchr(s, '-');
         uint32_t lo, hi;
         int r;
 
         if (!dash) {
-                r = parse_id(s, strlen(s), &lo);
+                r = id_parse(s, strlen(s), &lo);
                 hi = lo;
         } else {
-                r = parse_id(s, (size_t) (dash - s), &lo);
+                r = id_parse(s, (size_t) (dash - s), &lo);
                 if (r >= 0)
-                        r = parse_id(dash + 1, strlen(dash + 1), &hi);
+                        r = id_parse(dash + 1, strlen(dash + 1), &hi);
         }
         if (r < 0)
                 return r;
@@ -96,13 +80,11 @@ static int parse_id_range(const char *s, IdRange *ret) {
 }
 
 static int lookup_user(const char *name, uint32_t *ret) {
-        struct passwd pw, *res = NULL;
-        char buf[4096];
-        int r = getpwnam_r(name, &pw, buf, sizeof(buf), &res);
-        if (r != 0)
-                return -r;
-        if (!res)
-                return -ENOENT;
+        _cleanup_free_ char *buf = NULL;
+        struct passwd pw;
+        int r = id_get_passwd(name, 0, &pw, &buf);
+        if (r < 0)
+                return r;
         if ((uint32_t) pw.pw_uid > ID_MAX)
                 return -ERANGE;
         *ret = (uint32_t) pw.pw_uid;
@@ -110,26 +92,11 @@ static int lookup_user(const char *name, uint32_t *ret) {
 }
 
 static int lookup_group(const char *name, uint32_t *ret) {
-        struct group gr, *res = NULL;
         _cleanup_free_ char *buf = NULL;
-        size_t size = 16384;
-        int r;
-
-        /* Groups with many members need a larger buffer. */
-        for (;;) {
-                char *m = realloc(buf, size);
-                if (!m)
-                        return -ENOMEM;
-                buf = m;
-                r = getgrnam_r(name, &gr, buf, size, &res);
-                if (r != ERANGE || size >= (1u << 24))
-                        break;
-                size *= 2;
-        }
-        if (r != 0)
-                return -r;
-        if (!res)
-                return -ENOENT;
+        struct group gr;
+        int r = id_get_group(name, 0, &gr, &buf);
+        if (r < 0)
+                return r;
         if ((uint32_t) gr.gr_gid > ID_MAX)
                 return -ERANGE;
         *ret = (uint32_t) gr.gr_gid;
