@@ -119,12 +119,16 @@ static bool ratelimit(Audit *a, uint32_t uid, uint64_t now) {
         return false;
 }
 
+bool audit_wants(const Audit *a, Decision d) {
+        return a && (a->level == AUDIT_ALL || (a->level == AUDIT_DENY && d != DECISION_ALLOW));
+}
+
 void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdict *v, const PeerCreds *subject,
                     const PeerCreds *broker) {
         char rule[4096];
         bool allow = v->decision == DECISION_ALLOW;
 
-        if (!a || a->level == AUDIT_NONE || (a->level == AUDIT_DENY && allow))
+        if (!audit_wants(a, v->decision))
                 return;
         /* The limit follows whoever caused the entry: the broker for broker queries. */
         if (!ratelimit(a, (uint32_t) (broker ? broker->uid : subject->uid), now_usec))

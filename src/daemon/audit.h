@@ -25,6 +25,9 @@ int audit_new(LogTarget target, AuditLevel level, Audit **ret);
 Audit *audit_free(Audit *a);
 void audit_set_level(Audit *a, AuditLevel level);
 
+/* Would a decision of this kind be logged at all? (Cheap; before any work.) */
+bool audit_wants(const Audit *a, Decision d);
+
 /*
  * Record one decision, if the level asks for it and the uid's rate limit
  * allows. @broker is the client that asked with CHECK-PEER (NULL for CHECK);

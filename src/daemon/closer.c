@@ -16,6 +16,8 @@
 
 #include "closer.h"
 
+#define CLOSER_BATCH 64
+
 struct Closer {
         pthread_t thread;
         pthread_mutex_t lock;
@@ -128,7 +130,18 @@ void closer_close(Closer *c, int fd) {
                 c->cap = cap;
         }
         c->q[c->n++] = fd;
-        if (c->sleeping)
+        /* Wake the thread in batches (closer_flush() does the rest), so a
+         * busy loop does not pay a wakeup per connection. */
+        if (c->sleeping && c->n >= CLOSER_BATCH)
+                pthread_cond_signal(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+}
+
+void closer_flush(Closer *c) {
+        if (!c)
+                return;
+        pthread_mutex_lock(&c->lock);
+        if (c->sleeping && c->n > 0)
                 pthread_cond_signal(&c->cond);
         pthread_mutex_unlock(&c->lock);
 }

@@ -17,5 +17,11 @@ int closer_new(Closer **ret);
 /* Close every fd still queued (on this thread), stop the thread. Return: NULL. */
 Closer *closer_free(Closer *c);
 
-/* Queue @fd for closing; closes it at once when @c is NULL or out of memory. */
+/*
+ * Queue @fd for closing; closes it at once when @c is NULL or out of memory.
+ * The thread is woken per batch: call closer_flush() when done queueing.
+ */
 void closer_close(Closer *c, int fd);
+
+/* Wake the thread if anything is queued. */
+void closer_flush(Closer *c);

@@ -5,6 +5,11 @@
  * non-blocking sockets, and no per-client blocking anywhere, so no client
  * can hold up another.
  *
+ * Connections live on an epoll instance of our own, watched by sd-event as
+ * one source: sd-event dispatches one source per iteration with an
+ * epoll_wait() each, while one wakeup here serves a whole batch of ready
+ * connections.
+ *
  * Request timeouts use one timer for all connections: every connection's
  * deadline is "last request + timeout", so keeping the connections in a list
  * ordered by last activity keeps them ordered by deadline too.
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -39,12 +45,14 @@
 #define STATUS_INTERVAL_USEC (2 * UINT64_C(1000000))
 #define USEC_PER_SEC UINT64_C(1000000)
 #define SCM_MAX_FD 253 /* the most fds the kernel passes in one message */
+#define EPOLL_BATCH 256
+#define EPOLL_ROUNDS 4 /* batches per wakeup before the timers get a turn */
 
 typedef struct Conn Conn;
 struct Conn {
         Server *server;
         Conn *prev, *next; /* in s->conns, oldest activity first */
-        sd_event_source *io;
+        uint32_t events;   /* what the epoll instance watches for */
         int fd;
         bool eof;
         uint64_t deadline;
@@ -68,6 +76,8 @@ struct Server {
         Policy *policy;
         Listener *listeners;
         size_t n_listeners;
+        int epfd; /* the connections' epoll instance */
+        sd_event_source *epoll_src;
         char *unlink_path;
         Conn *head, *tail;
         unsigned n_conns;
@@ -219,9 +229,17 @@ static void conn_free(Conn *c) {
         conn_unlink(s, c);
         s->n_conns--;
         uid_release(s, (uint32_t) c->session.creds.uid);
-        sd_event_source_disable_unref(c->io);
-        /* Unread fds queued on the socket are released with it. */
-        closer_close(s->closer, c->fd);
+        if (c->eof)
+                /* Read to EOF: the queue is empty, so no client fd can be
+                 * released with the socket, and close() cannot block. (It
+                 * also drops the epoll registration.) */
+                close(c->fd);
+        else {
+                /* Unread fds queued on the socket are released with it:
+                 * the closer closes it later, so unregister it now. */
+                (void) epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+                closer_close(s->closer, c->fd);
+        }
         session_done(&c->session);
         free(c);
         /* A freed fd may be what a paused accept() was waiting for. */
@@ -286,7 +304,14 @@ static bool conn_update(Conn *c) {
                 conn_free(c);
                 return false;
         }
-        (void) sd_event_source_set_io_events(c->io, events);
+        if (events != c->events) {
+                struct epoll_event ev = { .events = events, .data.ptr = c };
+                if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
+                        conn_free(c);
+                        return false;
+                }
+                c->events = events;
+        }
         return true;
 }
 
@@ -331,8 +356,7 @@ static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
         return n;
 }
 
-static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
-        Conn *c = userdata;
+static void on_conn_io(Conn *c, uint32_t revents) {
         Server *s = c->server;
 
         if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->eof && session_wants_input(&c->session)) {
@@ -342,7 +366,7 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
                 ssize_t n = conn_recv(c, fds, &n_fds, &truncated);
                 if (n < 0 && n != -EAGAIN && n != -EINTR) {
                         conn_free(c);
-                        return 0;
+                        return;
                 }
                 if (n == 0) {
                         c->eof = true;
@@ -354,16 +378,31 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
                                              truncated);
                         if (r < 0) {
                                 conn_free(c);
-                                return 0;
+                                return;
                         }
                         if (r > 0)
                                 conn_touch(c);
                 }
         } else if ((revents & (EPOLLHUP | EPOLLERR)) && !(revents & EPOLLOUT)) {
                 conn_free(c);
-                return 0;
+                return;
         }
         (void) conn_update(c);
+}
+
+/* The epoll instance has ready connections: serve a batch (or a few). */
+static int on_conns(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        Server *s = userdata;
+        struct epoll_event evs[EPOLL_BATCH];
+
+        for (int round = 0; round < EPOLL_ROUNDS; round++) {
+                int n = epoll_wait(s->epfd, evs, EPOLL_BATCH, 0);
+                for (int i = 0; i < n; i++)
+                        on_conn_io(evs[i].data.ptr, evs[i].events);
+                if (n < EPOLL_BATCH)
+                        break;
+        }
+        closer_flush(s->closer);
         return 0;
 }
 
@@ -383,14 +422,15 @@ static void on_close_fd(void *userdata, int fd) {
 static void on_decision(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
                         const PeerCreds *broker) {
         Server *s = userdata;
-        audit_decision(s->audit, now_usec(s), action, v, subject, broker);
+        if (audit_wants(s->audit, v->decision))
+                audit_decision(s->audit, now_usec(s), action, v, subject, broker);
 }
 
 static void accept_one(Server *s, int fd) {
         PeerCreds creds = {};
 
         /* Identity comes from the kernel only, read once, here. */
-        if (peer_creds_read(fd, &creds) < 0) {
+        if (peer_creds_read_accepted(fd, &creds) < 0) {
                 s->stats.errors++;
                 send_error_and_close(s, fd, PROTO_NO_CREDENTIALS);
                 return;
@@ -414,7 +454,9 @@ static void accept_one(Server *s, int fd) {
         session_init(&c->session, &creds);
         c->session.hooks = &s->hooks;
         c->session.userdata = s;
-        if (sd_event_add_io(s->event, &c->io, fd, EPOLLIN, on_conn_io, c) < 0) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        c->events = EPOLLIN;
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
                 uid_release(s, (uint32_t) c->session.creds.uid);
                 session_done(&c->session);
                 closer_close(s->closer, fd);
@@ -459,6 +501,7 @@ static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userd
                 }
                 break;
         }
+        closer_flush(s->closer);
         return 0;
 }
 
@@ -475,6 +518,7 @@ static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
                 conn_free(c);
         }
         arm_timeout(s);
+        closer_flush(s->closer);
         return 0;
 }
 
@@ -596,6 +640,7 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
 
         if (!s)
                 return -ENOMEM;
+        s->epfd = -1;
         s->cfg = *cfg;
         s->policy = policy_ref(policy);
         s->accepting = true;
@@ -609,6 +654,12 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         if (r < 0)
                 return r;
         r = closer_new(&s->closer);
+        if (r < 0)
+                return r;
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->epfd < 0)
+                return -errno;
+        r = sd_event_add_io(s->event, &s->epoll_src, s->epfd, EPOLLIN, on_conns, s);
         if (r < 0)
                 return r;
 
@@ -697,6 +748,9 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->status_timer);
         tdestroy(s->uids, free);
+        sd_event_source_disable_unref(s->epoll_src);
+        if (s->epfd >= 0)
+                close(s->epfd);
         closer_free(s->closer);
         audit_free(s->audit);
         free(s->reload_error);

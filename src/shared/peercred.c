@@ -59,7 +59,6 @@ static int read_groups(int fd, gid_t **ret, size_t *ret_n) {
 }
 
 int peer_creds_read(int fd, PeerCreds *ret) {
-        struct ucred uc = {};
         socklen_t l = sizeof(int);
         int listening = 0;
 
@@ -68,7 +67,12 @@ int peer_creds_read(int fd, PeerCreds *ret) {
                 return -errno;
         if (listening)
                 return -ENOTCONN;
-        l = sizeof(uc);
+        return peer_creds_read_accepted(fd, ret);
+}
+
+int peer_creds_read_accepted(int fd, PeerCreds *ret) {
+        struct ucred uc = {};
+        socklen_t l = sizeof(uc);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) < 0)
                 return -errno;
         if (l != sizeof(uc))

@@ -24,6 +24,12 @@ typedef struct PeerCreds {
 int peer_creds_read(int fd, PeerCreds *ret);
 
 /*
+ * As peer_creds_read(), for a socket the caller got from accept(): it cannot
+ * be a listening socket, so that check (one syscall) is skipped.
+ */
+int peer_creds_read_accepted(int fd, PeerCreds *ret);
+
+/*
  * Check that @fd is a connected AF_UNIX SOCK_STREAM socket: not listening,
  * not unconnected, and not of another family or type.
  *

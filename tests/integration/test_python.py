@@ -650,7 +650,10 @@ class TestBroker(DaemonTests):
             with credgate.Client(self.path) as c:
                 for _ in range(200):
                     c.check_peer(a, "py.yes")
-                self.assertEqual(fd_count(pid), base + 1)  # just our connection
+                # The daemon closes received fds on a helper thread, so
+                # promptly but not necessarily before it replies.
+                cgtest.wait_until(lambda: fd_count(pid) == base + 1, timeout=5,
+                                  what=f"daemon fd count back to {base} + our connection (now {fd_count(pid)})")
             for name, obj in self.bad_fds():
                 with self.assertRaises(credgate.CredgateError):
                     credgate.check_peer(obj, "py.yes", self.path)
