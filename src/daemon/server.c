@@ -83,6 +83,7 @@ struct Server {
         unsigned n_conns;
         void *uids; /* tsearch() tree of UidCount */
         bool accepting, fd_exhausted, activated;
+        bool timeout_armed; /* timeout_timer is on (a oneshot: on_timeout re-arms it) */
         sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
         Reloader *reloader;
         Closer *closer;
@@ -138,6 +139,7 @@ static void conn_append(Server *s, Conn *c) {
 }
 
 static void arm_timeout(Server *s) {
+        s->timeout_armed = s->head != NULL;
         if (!s->head) {
                 (void) sd_event_source_set_enabled(s->timeout_timer, SD_EVENT_OFF);
                 return;
@@ -157,9 +159,7 @@ static void conn_touch(Conn *c) {
         }
         /* The timer may fire early for the connection now at the head; it
          * re-arms itself then. It only needs arming when it is off. */
-        int enabled = SD_EVENT_OFF;
-        (void) sd_event_source_get_enabled(s->timeout_timer, &enabled);
-        if (enabled == SD_EVENT_OFF)
+        if (!s->timeout_armed)
                 arm_timeout(s);
 }
 
@@ -509,6 +509,7 @@ static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
         Server *s = userdata;
         uint64_t now = now_usec(s);
 
+        s->timeout_armed = false; /* a oneshot that fired is off */
         while (s->head && s->head->deadline <= now) {
                 Conn *c = s->head;
                 /* Queue the error after whatever is still owed, then give the
