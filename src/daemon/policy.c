@@ -307,22 +307,35 @@ static uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const
 
 Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
         Verdict v = { .decision = DECISION_DENY };
-        size_t len = action ? strnlen(action, ACTION_MAX + 1) : 0;
+        uint32_t prefix_hash[ACTION_MAX + 1], h = FNV_BASIS, best = NONE;
+        uint8_t prefix_len[ACTION_MAX + 1];
+        size_t n_prefixes = 0, len;
 
-        if (!p || !id || !action_valid(action, len, false))
+        if (!p || !id || !action)
                 return v;
-
-        uint32_t best = NONE, h = hash_n(action, len);
-        best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, h)->head, best, action, id);
-
-        h = FNV_BASIS;
-        for (size_t l = 0; l <= len; l++) {
-                if (p->prefix_lens[l / 64] & (UINT64_C(1) << (l % 64)))
-                        best = chain_first(p, index_find(&p->prefix, p->strings, action, (uint32_t) l, h)->head, best,
-                                           action, id);
-                if (l < len)
-                        h = fnv_step(h, (unsigned char) action[l]);
+        /* One pass: check the grammar (an invalid action is denied), hash
+         * the whole action, and note the hash of every prefix whose length
+         * some pattern's literal prefix has. */
+        for (len = 0; action[len]; len++) {
+                if (len >= ACTION_MAX || !action_char((unsigned char) action[len]))
+                        return v;
+                if (p->prefix_lens[len / 64] & (UINT64_C(1) << (len % 64))) {
+                        prefix_len[n_prefixes] = (uint8_t) len;
+                        prefix_hash[n_prefixes++] = h;
+                }
+                h = fnv_step(h, (unsigned char) action[len]);
         }
+        if (len == 0)
+                return v;
+        if (p->prefix_lens[len / 64] & (UINT64_C(1) << (len % 64))) {
+                prefix_len[n_prefixes] = (uint8_t) len;
+                prefix_hash[n_prefixes++] = h;
+        }
+
+        best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, h)->head, best, action, id);
+        for (size_t i = 0; i < n_prefixes; i++)
+                best = chain_first(p, index_find(&p->prefix, p->strings, action, prefix_len[i], prefix_hash[i])->head,
+                                   best, action, id);
 
         if (best == NONE) {
                 v.decision = p->default_decision;

@@ -47,43 +47,47 @@ const char *proto_error_name(ProtoError e) {
 ProtoError proto_parse(char *line, size_t len, Request *ret) {
         static const struct {
                 const char *verb;
+                size_t len;
                 RequestType type;
                 unsigned n_args;
         } verbs[] = {
-                { "CHECK", REQ_CHECK, 1 },
-                { "CHECK-PEER", REQ_CHECK_PEER, 1 },
-                { "PING", REQ_PING, 0 },
-                { "WHOAMI", REQ_WHOAMI, 0 },
+                { "CHECK", 5, REQ_CHECK, 1 },
+                { "CHECK-PEER", 10, REQ_CHECK_PEER, 1 },
+                { "PING", 4, REQ_PING, 0 },
+                { "WHOAMI", 6, REQ_WHOAMI, 0 },
         };
         char *args[2] = {};
         unsigned n_args = 0;
+        size_t verb_len = len;
 
         if (len == 0)
                 return PROTO_BAD_REQUEST;
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char) line[i] < 0x20 || (unsigned char) line[i] > 0x7e)
+        /* One pass: every byte printable ASCII, and split at every space
+         * ("CHECK  a" and "CHECK a " have an empty argument). */
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char) line[i];
+                if (c < 0x20 || c > 0x7e)
                         return PROTO_BAD_REQUEST;
+                if (c == ' ') {
+                        line[i] = '\0';
+                        if (n_args == 0)
+                                verb_len = i;
+                        if (n_args < ELEMENTSOF(args))
+                                args[n_args] = line + i + 1;
+                        n_args++;
+                }
+        }
         line[len] = '\0';
 
-        /* Split at every space: "CHECK  a" and "CHECK a " have an empty argument. */
-        char *sp = strchr(line, ' ');
-        size_t verb_len = sp ? (size_t) (sp - line) : len;
-        for (char *p = sp; p; p = strchr(p, ' ')) {
-                *p++ = '\0';
-                if (n_args < ELEMENTSOF(args))
-                        args[n_args] = p;
-                n_args++;
-        }
-
         for (size_t v = 0; v < ELEMENTSOF(verbs); v++) {
-                if (strlen(verbs[v].verb) != verb_len || memcmp(verbs[v].verb, line, verb_len) != 0)
+                if (verbs[v].len != verb_len || memcmp(verbs[v].verb, line, verb_len) != 0)
                         continue;
                 if (n_args != verbs[v].n_args)
                         return PROTO_BAD_REQUEST;
                 for (unsigned a = 0; a < n_args; a++)
                         if (args[a][0] == '\0')
                                 return PROTO_BAD_REQUEST;
-                if ((verbs[v].type == REQ_CHECK || verbs[v].type == REQ_CHECK_PEER) && !action_valid(args[0], strlen(args[0]), false))
+                if (n_args == 1 && !action_valid(args[0], (size_t) (line + len - args[0]), false))
                         return PROTO_BAD_ACTION;
                 *ret = (Request){ .type = verbs[v].type, .action = args[0] };
                 return PROTO_OK;

@@ -8,10 +8,9 @@
 
 #include "action.h"
 
-/* bit 0: action character; bit 1: also allowed in patterns ('*') */
-#define A 1
-#define P 2
-static const uint8_t table[256] = {
+#define A ACTION_CLASS_CHAR
+#define P ACTION_CLASS_STAR
+const uint8_t action_char_class[256] = {
         ['a'] = A, ['b'] = A, ['c'] = A, ['d'] = A, ['e'] = A, ['f'] = A, ['g'] = A, ['h'] = A, ['i'] = A,
         ['j'] = A, ['k'] = A, ['l'] = A, ['m'] = A, ['n'] = A, ['o'] = A, ['p'] = A, ['q'] = A, ['r'] = A,
         ['s'] = A, ['t'] = A, ['u'] = A, ['v'] = A, ['w'] = A, ['x'] = A, ['y'] = A, ['z'] = A, ['A'] = A,
@@ -28,7 +27,7 @@ bool action_valid(const char *s, size_t n, bool pattern) {
         if (!s || n == 0 || n > ACTION_MAX)
                 return false;
         for (size_t i = 0; i < n; i++)
-                if (!(table[(unsigned char) s[i]] & ok))
+                if (!(action_char_class[(unsigned char) s[i]] & ok))
                         return false;
         return true;
 }
