@@ -5,9 +5,13 @@
  * unrelated rules:
  *
  *   - exact actions: action name -> chain of the rules naming it;
- *   - patterns: literal prefix (the text before the first '*') -> chain of
- *     the patterns with that prefix. A lookup probes only the prefix lengths
- *     that occur in the policy.
+ *   - patterns: each pattern is keyed by the longer of its literal prefix
+ *     (the text before the first '*') and its literal suffix (the text after
+ *     the last '*'), in a prefix and a suffix index. A lookup hashes only
+ *     the prefix and suffix lengths that occur in the policy, so a check
+ *     tries only the patterns that share the action's prefix or suffix;
+ *     just patterns with neither (such as "*" or "*.x.*") are tried on
+ *     every check.
  *
  * Chains are in ascending rule order, so the first match of each chain is
  * that chain's best candidate and the overall first match is the smallest of
@@ -15,6 +19,7 @@
  */
 #include <errno.h>
 #include <fnmatch.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,8 +38,11 @@ typedef struct Rule {
         uint32_t line;
         uint8_t effect;
         uint8_t anyone;
-        uint8_t pattern;
+        uint8_t pattern; /* 0: exact; PATTERN_PREFIX or PATTERN_SUFFIX: the key it is indexed by */
 } Rule;
+
+enum { PATTERN_PREFIX = 1, PATTERN_SUFFIX = 2 };
+#define LEN_WORDS ((ACTION_MAX + 64) / 64)
 
 typedef struct Slot {
         uint32_t hash;
@@ -46,6 +54,7 @@ typedef struct Slot {
 typedef struct Index {
         Slot *slots;
         uint32_t mask;
+        unsigned shift; /* slot = mix(hash) >> shift */
 } Index;
 
 struct Policy {
@@ -57,8 +66,9 @@ struct Policy {
         IdRange *ranges;
         char **files;
         size_t n_files;
-        Index exact, prefix;
-        uint64_t prefix_lens[(ACTION_MAX + 64) / 64]; /* bit L: some pattern has a prefix of length L */
+        Index exact, prefix, suffix;
+        uint64_t prefix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a prefix of length L */
+        uint64_t suffix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a suffix of length L */
 };
 
 struct PolicyBuilder {
@@ -80,12 +90,30 @@ static int grow(void **v, size_t *cap, size_t need, size_t size) {
         return 0;
 }
 
-static uint32_t fnv_step(uint32_t h, unsigned char c) {
-        return (h ^ c) * 16777619u;
+/*
+ * Keys are hashed with a polynomial hash, h' = h * HASH_MUL + c + 1, so that
+ * one pass over an action gives the hash of each of its prefixes and, by
+ * subtraction, of each of its suffixes: H(s[k..n)) = H(s[0..n)) -
+ * H(s[0..k)) * HASH_MUL^(n-k). Its low bits are weak, so slots are chosen
+ * from its high bits after a multiplicative mix. The keys come from the
+ * policy file, so a client cannot lengthen the probe sequences.
+ */
+#define HASH_MUL 0x01000193u
+static uint32_t hash_step(uint32_t h, unsigned char c) {
+        return h * HASH_MUL + c + 1u;
 }
-#define FNV_BASIS 2166136261u
+static uint32_t hash_pow[ACTION_MAX + 1]; /* HASH_MUL^L, filled by policy_builder_new() */
+
+static void hash_pow_init(void) {
+        hash_pow[0] = 1;
+        for (size_t i = 1; i <= ACTION_MAX; i++)
+                hash_pow[i] = hash_pow[i - 1] * HASH_MUL;
+}
 
 PolicyBuilder *policy_builder_new(void) {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        (void) pthread_once(&once, hash_pow_init);
+
         PolicyBuilder *b = calloc(1, sizeof(*b));
         if (!b)
                 return NULL;
@@ -109,6 +137,7 @@ static void policy_free(Policy *p) {
         free(p->ranges);
         free(p->exact.slots);
         free(p->prefix.slots);
+        free(p->suffix.slots);
         free(p);
 }
 
@@ -198,8 +227,12 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
 
 static int index_init(Index *x, size_t n) {
         size_t size = 16;
-        while (size < 2 * n)
+        unsigned bits = 4;
+        while (size < 2 * n) {
                 size *= 2;
+                bits++;
+        }
+        x->shift = 32 - bits;
         x->slots = malloc(size * sizeof(Slot));
         if (!x->slots)
                 return -ENOMEM;
@@ -209,8 +242,8 @@ static int index_init(Index *x, size_t n) {
         return 0;
 }
 
-static Slot *index_find(const Index *x, const char *strings, const char *key, uint32_t len, uint32_t hash) {
-        for (uint32_t i = hash & x->mask;; i = (i + 1) & x->mask) {
+static inline __attribute__((always_inline)) Slot *index_find(const Index *x, const char *strings, const char *key, uint32_t len, uint32_t hash) {
+        for (uint32_t i = (hash * 0x9e3779b1u) >> x->shift;; i = (i + 1) & x->mask) {
                 Slot *s = &x->slots[i];
                 if (s->head == NONE ||
                     (s->hash == hash && s->len == len && memcmp(strings + s->key, key, len) == 0))
@@ -219,36 +252,60 @@ static Slot *index_find(const Index *x, const char *strings, const char *key, ui
 }
 
 static uint32_t hash_n(const char *s, size_t n) {
-        uint32_t h = FNV_BASIS;
+        uint32_t h = 0;
         for (size_t i = 0; i < n; i++)
-                h = fnv_step(h, (unsigned char) s[i]);
+                h = hash_step(h, (unsigned char) s[i]);
         return h;
 }
 
 int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
         _cleanup_(policy_builder_freep) PolicyBuilder *bb = b;
         Policy *p = b->p;
-        size_t n_pat = 0;
+        size_t n_pre = 0, n_suf = 0;
 
-        for (size_t i = 0; i < p->n_rules; i++)
-                n_pat += p->rules[i].pattern;
-        if (index_init(&p->exact, p->n_rules - n_pat) < 0 || index_init(&p->prefix, n_pat) < 0)
+        for (size_t i = 0; i < p->n_rules; i++) {
+                Rule *r = &p->rules[i];
+                if (!r->pattern)
+                        continue;
+                const char *a = p->strings + r->action;
+                size_t pre = strcspn(a, "*"), suf = strlen(a) - (size_t) (strrchr(a, '*') - a) - 1;
+                r->pattern = suf > pre ? PATTERN_SUFFIX : PATTERN_PREFIX;
+                n_pre += r->pattern == PATTERN_PREFIX;
+                n_suf += r->pattern == PATTERN_SUFFIX;
+        }
+        if (index_init(&p->exact, p->n_rules - n_pre - n_suf) < 0 || index_init(&p->prefix, n_pre) < 0 ||
+            index_init(&p->suffix, n_suf) < 0)
                 return -ENOMEM;
 
         /* Walk backwards and push to the front: every chain ends up ascending. */
         for (size_t i = p->n_rules; i-- > 0;) {
                 Rule *r = &p->rules[i];
                 const char *a = p->strings + r->action;
-                uint32_t len = (uint32_t) (r->pattern ? strcspn(a, "*") : strlen(a));
-                uint32_t h = hash_n(a, len);
-                Slot *s = index_find(r->pattern ? &p->prefix : &p->exact, p->strings, a, len, h);
+                uint32_t key = r->action, len;
+                Index *x = &p->exact;
+                uint64_t *lens = NULL;
 
+                if (r->pattern == PATTERN_PREFIX) {
+                        len = (uint32_t) strcspn(a, "*");
+                        x = &p->prefix;
+                        lens = p->prefix_lens;
+                } else if (r->pattern == PATTERN_SUFFIX) {
+                        const char *suffix = strrchr(a, '*') + 1;
+                        len = (uint32_t) strlen(suffix);
+                        key = r->action + (uint32_t) (suffix - a);
+                        x = &p->suffix;
+                        lens = p->suffix_lens;
+                } else
+                        len = (uint32_t) strlen(a);
+
+                uint32_t h = hash_n(p->strings + key, len);
+                Slot *s = index_find(x, p->strings, p->strings + key, len, h);
                 if (s->head == NONE)
-                        *s = (Slot){ .hash = h, .len = len, .key = r->action, .head = NONE };
+                        *s = (Slot){ .hash = h, .len = len, .key = key, .head = NONE };
                 r->next = s->head;
                 s->head = (uint32_t) i;
-                if (r->pattern)
-                        p->prefix_lens[len / 64] |= UINT64_C(1) << (len % 64);
+                if (lens)
+                        lens[len / 64] |= UINT64_C(1) << (len % 64);
         }
 
         *ret_policy = TAKE_PTR(b->p);
@@ -294,7 +351,7 @@ static bool subject_matches(const Policy *p, const Rule *r, const PeerCreds *id)
 }
 
 /* First rule of chain @head, before @best, that matches @action and @id. */
-static uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id) {
+static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id) {
         for (uint32_t i = head; i != NONE && i < best; i = p->rules[i].next) {
                 const Rule *r = &p->rules[i];
                 if (r->pattern && fnmatch(p->strings + r->action, action, 0) != 0)
@@ -305,37 +362,41 @@ static uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const
         return best;
 }
 
+/* Chains of @x whose key is the prefix (or suffix) of @action of each
+ * length set in @lens, up to @len. */
+#define FOR_EACH_LEN(l, lens, len)                                                           \
+        for (size_t _w = 0; _w < LEN_WORDS && _w * 64 <= (len); _w++)                          \
+                for (uint64_t _b = (lens)[_w]; _b && (l = _w * 64 + (size_t) __builtin_ctzll(_b)) <= (len); \
+                     _b &= _b - 1)
+
 Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
         Verdict v = { .decision = DECISION_DENY };
-        uint32_t prefix_hash[ACTION_MAX + 1], h = FNV_BASIS, best = NONE;
-        uint8_t prefix_len[ACTION_MAX + 1];
-        size_t n_prefixes = 0, len;
+        uint32_t pre[ACTION_MAX + 1], best = NONE; /* pre[k]: hash of the first k characters */
+        size_t len, l;
 
         if (!p || !id || !action)
                 return v;
-        /* One pass: check the grammar (an invalid action is denied), hash
-         * the whole action, and note the hash of every prefix whose length
-         * some pattern's literal prefix has. */
+        /* One pass: check the grammar (an invalid action is denied) and
+         * hash every prefix. */
+        pre[0] = 0;
         for (len = 0; action[len]; len++) {
                 if (len >= ACTION_MAX || !action_char((unsigned char) action[len]))
                         return v;
-                if (p->prefix_lens[len / 64] & (UINT64_C(1) << (len % 64))) {
-                        prefix_len[n_prefixes] = (uint8_t) len;
-                        prefix_hash[n_prefixes++] = h;
-                }
-                h = fnv_step(h, (unsigned char) action[len]);
+                pre[len + 1] = hash_step(pre[len], (unsigned char) action[len]);
         }
         if (len == 0)
                 return v;
-        if (p->prefix_lens[len / 64] & (UINT64_C(1) << (len % 64))) {
-                prefix_len[n_prefixes] = (uint8_t) len;
-                prefix_hash[n_prefixes++] = h;
-        }
 
-        best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, h)->head, best, action, id);
-        for (size_t i = 0; i < n_prefixes; i++)
-                best = chain_first(p, index_find(&p->prefix, p->strings, action, prefix_len[i], prefix_hash[i])->head,
+        best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, pre[len])->head, best, action,
+                           id);
+        FOR_EACH_LEN(l, p->prefix_lens, len)
+                best = chain_first(p, index_find(&p->prefix, p->strings, action, (uint32_t) l, pre[l])->head, best,
+                                   action, id);
+        FOR_EACH_LEN(l, p->suffix_lens, len) {
+                uint32_t h = pre[len] - pre[len - l] * hash_pow[l];
+                best = chain_first(p, index_find(&p->suffix, p->strings, action + len - l, (uint32_t) l, h)->head,
                                    best, action, id);
+        }
 
         if (best == NONE) {
                 v.decision = p->default_decision;

@@ -1118,8 +1118,11 @@ static void gen_rule(GenRule *r, bool pattern) {
                 case 28 ... 31:
                         snprintf(r->action, sizeof(r->action), "org.svc%u*", rnd(n_services));
                         break;
-                case 32 ... 37:
+                case 32 ... 34:
                         snprintf(r->action, sizeof(r->action), "*op%u*", rnd(50));
+                        break;
+                case 35 ... 37: /* a suffix longer than the prefix: indexed by the suffix */
+                        snprintf(r->action, sizeof(r->action), "o*.op%u.x", rnd(55));
                         break;
                 case 38:
                         snprintf(r->action, sizeof(r->action), "org.*");
