@@ -341,6 +341,10 @@ static bool ranges_contain(const IdRange *r, size_t n, uint32_t id) {
 static bool subject_matches(const Policy *p, const Rule *r, const PeerCreds *id) {
         if (r->anyone)
                 return true;
+        /* A rule whose names all failed to resolve has no ranges, and a policy
+         * without any has p->ranges == NULL: NULL + 0 is undefined in C. */
+        if (r->n_uids == 0 && r->n_gids == 0)
+                return false;
         const IdRange *uids = p->ranges + r->ranges, *gids = uids + r->n_uids;
         if (ranges_contain(uids, r->n_uids, id->uid) || ranges_contain(gids, r->n_gids, id->gid))
                 return true;

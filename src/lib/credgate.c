@@ -463,6 +463,9 @@ static int parse_u32(const char **p, const char *key, uint32_t *ret) {
         s += kl;
         if (*s < '0' || *s > '9')
                 return -EBADMSG;
+        /* The daemon prints plain %u: "007" is not a reply it sends. */
+        if (s[0] == '0' && s[1] >= '0' && s[1] <= '9')
+                return -EBADMSG;
         for (int digits = 0; *s >= '0' && *s <= '9'; s++) {
                 if (++digits > 10)
                         return -EBADMSG;
@@ -490,7 +493,8 @@ static int parse_creds(const char *line, credgate_creds *ret) {
                 uint32_t g;
                 if (n > 0 && *p++ != ',')
                         return -EBADMSG;
-                if (parse_u32(&p, "", &g) < 0)
+                /* credgate_creds promises ascending groups without duplicates. */
+                if (parse_u32(&p, "", &g) < 0 || (n > 0 && g <= groups[n - 1]))
                         return -EBADMSG;
                 if (n == cap) {
                         cap = cap ? cap * 2 : 16;

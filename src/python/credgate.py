@@ -100,8 +100,11 @@ _RECV_SIZE = 65536
 _SEND_CHUNK = 1 << 18
 
 _ERR_RE = re.compile(rb"ERR ([a-z0-9][a-z0-9-]{0,63})")
+# Numbers as the daemon prints them (%u): no leading zeros.
+_NUM = rb"(?:0|[1-9][0-9]{0,9})"
 _CREDS_RE = re.compile(
-    rb"CREDS pid=([0-9]{1,10}) uid=([0-9]{1,10}) gid=([0-9]{1,10}) groups=((?:[0-9]{1,10}(?:,[0-9]{1,10})*)?)")
+    rb"CREDS pid=(" + _NUM + rb") uid=(" + _NUM + rb") gid=(" + _NUM + rb") groups=((?:" + _NUM + rb"(?:," + _NUM
+    + rb")*)?)")
 
 
 class Creds(NamedTuple):
@@ -344,7 +347,11 @@ def _parse_creds(line):
     groups = [int(x) for x in m.group(4).split(b",")] if m.group(4) else []
     if pid > 0x7FFFFFFF or uid >= _NO_ID or gid >= _NO_ID or any(g >= _NO_ID for g in groups):
         return None
-    return Creds(pid, uid, gid, tuple(sorted(set(groups))))
+    # The daemon sends the groups ascending without duplicates, as libcredgate
+    # requires too; anything else is not a reply of the daemon.
+    if any(a >= b for a, b in zip(groups, groups[1:])):
+        return None
+    return Creds(pid, uid, gid, tuple(groups))
 
 
 class Client:

@@ -884,7 +884,7 @@ class TestFakeServer(unittest.TestCase):
             with FakeServer(reply_with(reply)) as fake:
                 self.assertIs(credgate.check("py.x", fake.path), want)
             self.assertEqual(bytes(fake.received), b"CHECK py.x\n")
-        with FakeServer(reply_with(b"CREDS pid=5 uid=4000000000 gid=7 groups=9,3,3,4294967294\n")) as fake:
+        with FakeServer(reply_with(b"CREDS pid=5 uid=4000000000 gid=7 groups=3,9,4294967294\n")) as fake:
             self.assertEqual(credgate.whoami(fake.path), credgate.Creds(5, 4000000000, 7, (3, 9, 4294967294)))
         self.assertEqual(bytes(fake.received), b"WHOAMI\n")
         with FakeServer(reply_with(b"CREDS pid=1 uid=0 gid=0 groups=\n")) as fake:
@@ -904,7 +904,10 @@ class TestFakeServer(unittest.TestCase):
                b"CREDS pid=1 uid=4294967295 gid=3 groups=\n", b"CREDS pid=1 uid=2 gid=99999999999 groups=\n",
                b"CREDS pid=1 uid=2 gid=3 groups=4294967296\n", b"CREDS pid=1 uid=-2 gid=3 groups=\n",
                b"CREDS pid=1 gid=3 uid=2 groups=\n", b"ALLOW\n", b"creds pid=1 uid=2 gid=3 groups=\n",
-               b"CREDS pid=1 uid=2 gid=3 groups=" + b"1," * (1 << 20) + b"1\n"]
+               b"CREDS pid=1 uid=2 gid=3 groups=" + b"1," * (1 << 20) + b"1\n",
+               # not as the daemon prints them: unsorted, repeated, leading zeros
+               b"CREDS pid=1 uid=2 gid=3 groups=9,3\n", b"CREDS pid=1 uid=2 gid=3 groups=3,3\n",
+               b"CREDS pid=1 uid=02 gid=3 groups=\n", b"CREDS pid=1 uid=2 gid=3 groups=0,07\n"]
         for reply in bad:
             with self.subTest(reply=reply[:40]):
                 with FakeServer(reply_with(reply)) as fake:
