@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Fuzz target: the policy loader. The input is the text of a main policy
+ * file, written to a memfd and loaded through policy_load() exactly as
+ * 'credgated --check-config' reads a file; the same text is also parsed as
+ * a drop-in file (policy_parse() with main_file false).
+ *
+ * Oracle (docs/policy.md):
+ *   - a load fails with at least one error diagnostic, or succeeds with none;
+ *   - on a loaded policy, policy_check() answers a set of probe actions and
+ *     identities, deterministically, and every verdict names either the
+ *     default (and has its decision) or a rule line inside the file;
+ *   - invalid actions are denied;
+ *   - a text without "allow" (and without '\' escapes, which could spell it)
+ *     never yields ALLOW, not even by default;
+ *   - no more rules than the text has "action" keys;
+ *   - the drop-in reading of the same text decides exactly as the main file
+ *     wherever a rule decides (a drop-in has no default: deny).
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "action.h"
+#include "macro.h"
+#include "policy-load.h"
+#include "policy-parse.h"
+
+#define check(cond, ...)                                                                          \
+        do {                                                                                      \
+                if (!(cond)) {                                                                    \
+                        fprintf(stderr, "fuzz-policy: %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
+                        fprintf(stderr, __VA_ARGS__);                                             \
+                        fputc('\n', stderr);                                                      \
+                        abort();                                                                  \
+                }                                                                                 \
+        } while (0)
+
+#define MAX_TEXT (64 * 1024)
+#define MAX_DERIVED 8
+
+static gid_t groups_staff[] = { 4, 27, 50, 100 };
+static gid_t groups_big[] = { 2147483648u, 4294967294u };
+static const PeerCreds ids[] = {
+        { .pid = 1, .uid = 0, .gid = 0 },
+        { .pid = 2, .uid = 1000, .gid = 1000, .n_groups = ELEMENTSOF(groups_staff), .groups = groups_staff },
+        { .pid = 3, .uid = 65534, .gid = 65534 },
+        { .pid = 4, .uid = 2, .gid = 4 },
+        { .pid = 5, .uid = 4294967294u, .gid = 4294967294u, .n_groups = ELEMENTSOF(groups_big), .groups = groups_big },
+};
+
+static const char *const fixed_actions[] = {
+        "org.example.status", "org.example.backup.run", "org.example.logs.read", "org.example.desktop.x",
+        "a", "x", "org.example.", ":", "-", "org.example.backup.runx",
+};
+
+/* libconfig 1.5 (Debian 12) leaks on a syntax error right after a string:
+ * the scanner's string buffer (strbuf_append(), 64 bytes) or the string
+ * token itself (calloc() in libconfig_yylex(), e.g. for 'a =1""b";').
+ * Third-party, bounded per parse, seen with memcheck too (PLATFORM-NOTES.md;
+ * regressions/policy/libconfig-leak-*). LeakSanitizer asks the program for
+ * its suppressions: this covers the libFuzzer build and ASan replays. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) {
+        return "leak:strbuf_append\nleak:libconfig_yylex\n";
+}
+
+static int text_fd = -1;
+static char text_path[64];
+
+static size_t count(const char *text, const char *word) {
+        size_t n = 0;
+        for (const char *p = text; (p = strstr(p, word)); p++)
+                n++;
+        return n;
+}
+
+/* Probe actions: the fixed ones, and every quoted string of the text with
+ * its '*' dropped or replaced (so patterns get probes that match them). */
+static size_t probes(const char *text, char actions[][ACTION_MAX + 1], size_t max) {
+        size_t n = 0;
+        const char *p = text;
+        while (n + 2 <= max && (p = strchr(p, '"'))) {
+                const char *q = strchr(p + 1, '"');
+                if (!q)
+                        break;
+                for (int variant = 0; variant < 2; variant++) {
+                        size_t k = 0;
+                        for (const char *s = p + 1; s < q && k < ACTION_MAX; s++) {
+                                if (*s != '*')
+                                        actions[n][k++] = *s;
+                                else if (variant == 1)
+                                        actions[n][k++] = 'x';
+                        }
+                        actions[n][k] = '\0';
+                        if (action_valid(actions[n], k, false))
+                                n++;
+                }
+                p = q + 1;
+        }
+        return n;
+}
+
+static void check_verdict(const Verdict *v, const Policy *p, const char *path, size_t n_lines) {
+        check(v->decision == DECISION_DENY || v->decision == DECISION_ALLOW, "decision %d", (int) v->decision);
+        if (v->by_default) {
+                check(v->decision == policy_default(p), "by default but not the default");
+                check(!v->file, "by default with a file");
+        } else {
+                check(v->file && strcmp(v->file, path) == 0, "rule from '%s'", v->file ? v->file : "(null)");
+                check(v->line >= 1 && v->line <= n_lines, "rule line %u of %zu", v->line, n_lines);
+        }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        if (size > MAX_TEXT)
+                return 0;
+        if (text_fd < 0) {
+                text_fd = memfd_create("fuzz-policy.conf", MFD_CLOEXEC);
+                check(text_fd >= 0, "memfd_create: %m");
+                snprintf(text_path, sizeof(text_path), "/proc/self/fd/%d", text_fd);
+        }
+        check(ftruncate(text_fd, 0) == 0, "ftruncate: %m");
+        check(pwrite(text_fd, data, size, 0) == (ssize_t) size, "pwrite: %m");
+
+        /* The text as the parser sees it: read_file() refuses a NUL. */
+        _cleanup_free_ char *text = malloc(size + 1);
+        check(text, "out of memory");
+        memcpy(text, data, size);
+        text[size] = '\0';
+        bool has_nul = strlen(text) != size;
+        size_t n_lines = 1 + count(text, "\n");
+
+        Diags diags = {};
+        Policy *p = NULL;
+        int r = policy_load(text_path, &diags, &p);
+        check(r == 0 || r == -EINVAL || r == -ENOMEM, "policy_load = %d", r);
+        if (r == -EINVAL)
+                check(diags.n_errors >= 1 && !p, "failed without an error");
+        for (size_t i = 0; i < diags.n; i++)
+                check(!diags.v[i].text || strncmp(diags.v[i].text, text_path, strlen(text_path)) == 0,
+                      "diagnostic '%s' does not name the file", diags.v[i].text);
+        diags_done(&diags);
+        if (r < 0)
+                return 0;
+        check(p, "loaded without a policy");
+        check(!has_nul, "a text with a NUL loaded");
+        check(policy_n_rules(p) <= count(text, "action"), "%zu rules from %zu 'action' keys", policy_n_rules(p),
+              count(text, "action"));
+        bool no_allow = !strstr(text, "allow") && !strchr(text, '\\');
+        check(!no_allow || policy_default(p) == DECISION_DENY, "default allow without 'allow'");
+
+        /* The same text as a drop-in: no default, same rules. */
+        Policy *dp = NULL;
+        Diags ddiags = {};
+        size_t n_rules = 0;
+        PolicyBuilder *b = policy_builder_new();
+        check(b, "out of memory");
+        check(policy_builder_add_file(b, text_path) == 0, "add_file");
+        r = policy_parse(b, &ddiags, text_path, text, false, NULL, &n_rules);
+        if (r == 0 && ddiags.n_errors == 0) {
+                check(policy_builder_finish(b, &dp) == 0, "finish");
+                check(policy_n_rules(dp) == n_rules && n_rules == policy_n_rules(p), "%zu drop-in rules, %zu main",
+                      n_rules, policy_n_rules(p));
+        } else {
+                check(r < 0 && ddiags.n_errors > 0, "drop-in parse = %d with %zu errors", r, ddiags.n_errors);
+                policy_builder_free(b);
+        }
+        diags_done(&ddiags);
+
+        static char actions[ELEMENTSOF(fixed_actions) + MAX_DERIVED][ACTION_MAX + 1];
+        size_t n_actions = probes(text, actions, MAX_DERIVED);
+        for (size_t i = 0; i < ELEMENTSOF(fixed_actions); i++)
+                strcpy(actions[n_actions++], fixed_actions[i]);
+
+        for (size_t a = 0; a < n_actions; a++)
+                for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                        Verdict v = policy_check(p, actions[a], &ids[i]), again = policy_check(p, actions[a], &ids[i]);
+                        check_verdict(&v, p, text_path, n_lines);
+                        check(v.decision == again.decision && v.by_default == again.by_default &&
+                                      v.file == again.file && v.line == again.line,
+                              "two answers for '%s'", actions[a]);
+                        check(!no_allow || v.decision == DECISION_DENY, "ALLOW '%s' without 'allow'", actions[a]);
+                        if (dp) {
+                                Verdict d = policy_check(dp, actions[a], &ids[i]);
+                                check_verdict(&d, dp, text_path, n_lines);
+                                if (!v.by_default)
+                                        check(!d.by_default && d.decision == v.decision && d.line == v.line,
+                                              "'%s' uid %u: drop-in line %u, main line %u", actions[a],
+                                              (unsigned) ids[i].uid, d.line, v.line);
+                                else
+                                        check(d.by_default && d.decision == DECISION_DENY,
+                                              "'%s': drop-in matched where main did not", actions[a]);
+                        }
+                }
+        /* An invalid action is denied, whatever the policy. */
+        static const char *const bad[] = { "", "a b", "org.example.*", "*", "a\n" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                for (size_t k = 0; k < ELEMENTSOF(ids); k++)
+                        check(policy_check(p, bad[i], &ids[k]).decision == DECISION_DENY, "ALLOW for invalid '%s'",
+                              bad[i]);
+        policy_unref(dp);
+        policy_unref(p);
+        return 0;
+}

@@ -1,0 +1,910 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Differential test of decisions (issue 6).
+
+Random policies (main file plus drop-in files in several --rules-dir folders,
+with name clashes, masks and skipped files), random identities and random
+actions. For every (policy, identity, action) case three answers must agree:
+
+  1. the running credgated's answer to CHECK, asked over its real socket by
+     a forked child that really holds that uid, gid and supplementary groups
+     (setgroups/setresgid/setresuid as root), all actions pipelined on one
+     connection; each policy is loaded by SIGHUP, and the reload is checked
+     on the daemon's log ("reloaded: N rules from M files");
+  2. credgate eval --uid --gid --groups (all actions in one invocation),
+     including the FILE:LINE of the deciding rule;
+  3. the small evaluator below (model_decide), written from docs/policy.md
+     alone: drop-in files sorted by name (first folder wins a name, an
+     empty file or a /dev/null link masks), then the main file; first match
+     decides; '*' matches any run of characters.
+
+Any disagreement is shrunk (rules, files and groups dropped one at a time
+while it persists) and printed as a reproducer; the test then fails.
+
+CREDGATE_DIFF_SEED (default 6006) and CREDGATE_DIFF_CASES (default 12000)
+make a run reproducible; both are printed.
+"""
+
+import grp
+import os
+import pwd
+import random
+import re
+import shlex
+import shutil
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+import unittest
+
+import cgtest
+
+DEFAULT_SEED = 6006
+DEFAULT_CASES = 12000
+IDS_PER_ROUND = 12       # identity children alive at a time
+POLICIES_PER_ROUND = 4   # policies each set of identities is asked about
+ACTIONS_PER_ID = 20      # CHECKs per connection, actions per eval
+ID_MAX = 4294967294
+DIRS = ("A", "B", "C")  # --rules-dir order: A has the highest precedence
+
+
+def note(msg):
+    sys.stdout.write("".join(f"# {line}\n" for line in msg.split("\n")))
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------
+# The reference evaluator: docs/policy.md, read literally.
+
+def glob_match(pattern, s):
+    """'*' matches any run of characters (the empty run too); every other
+    character matches itself. Split at the stars: the first piece must
+    start the string, the last must end it, the ones between must occur in
+    order, each as early as possible, without overlapping."""
+    if "*" not in pattern:
+        return pattern == s
+    pieces = pattern.split("*")
+    first, last, middle = pieces[0], pieces[-1], pieces[1:-1]
+    if len(first) + len(last) > len(s) or not s.startswith(first) or not s.endswith(last):
+        return False
+    pos, end = len(first), len(s) - len(last)
+    for piece in middle:
+        i = s.find(piece, pos, end)
+        if i < 0:
+            return False
+        pos = i + len(piece)
+    return True
+
+
+def resolve_user(name):
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None  # unknown: "that entry matches nobody"
+
+
+def resolve_group(name):
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def in_ranges(entries, ident):
+    for e in entries:
+        lo, _, hi = e.partition("-")
+        if int(lo) <= ident <= int(hi or lo):
+            return True
+    return False
+
+
+def subject_matches(rule, uid, gid, groups):
+    all_gids = {gid} | set(groups)
+    if rule.get("anyone") is True:
+        return True
+    if uid in {resolve_user(n) for n in rule.get("users", [])}:
+        return True
+    if all_gids & {resolve_group(n) for n in rule.get("groups", [])}:
+        return True
+    if in_ranges(rule.get("uids", []), uid):
+        return True
+    return any(in_ranges(rule.get("gids", []), g) for g in all_gids)
+
+
+def model_rules(pol, root):
+    """[(path, line, rule)] in evaluation order."""
+    chosen = {}  # drop-in name -> its file (the first folder holding the name)
+    for d in DIRS:
+        for name, f in pol["dirs"][d].items():
+            if name.startswith(".") or not name.endswith(".conf"):
+                continue
+            chosen.setdefault(name, (d, f))
+    out = []
+    for name in sorted(chosen, key=lambda n: n.encode()):
+        d, f = chosen[name]
+        if f["kind"] == "rules":  # "empty" and "devnull" are masks
+            out += [(os.path.join(root, d, name), line, r) for line, r in zip(f["lines"], f["rules"])]
+    out += [(os.path.join(root, "main.conf"), line, r) for line, r in zip(pol["main_lines"], pol["rules"])]
+    return out
+
+
+def model_decide(rules, default, uid, gid, groups, action):
+    for path, line, r in rules:
+        if glob_match(r["action"], action) and subject_matches(r, uid, gid, groups):
+            return r["effect"].upper(), f"{path}:{line}"
+    return (default or "deny").upper(), "default"
+
+
+# ---------------------------------------------------------------------------
+# Random policies
+
+ALPHABET = "abc.-/:_AZ09"
+SEGMENTS = ["org", "example", "backup", "run", "a", "ab", "abc", "x", "admin", "status", "-", "..", "/", ":",
+            "A", "B0", "_z"]
+EDGE_IDS = [0, 1, 2, 4, 50, 100, 999, 1000, 1999, 2000, 65533, 65534, 65535, 2147483646, 2147483647,
+            2147483648, 2147483649, 4294967293, ID_MAX]
+USER_NAMES = ["root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "backup", "list",
+              "irc", "proxy", "www-data", "nobody"]
+GROUP_NAMES = ["root", "daemon", "bin", "sys", "adm", "tty", "disk", "lp", "mail", "staff", "users", "nogroup",
+               "backup", "operator", "src", "sudo"]
+UNKNOWN_NAMES = ["cg-no-such-name", "ghsot"]
+DROPIN_NAMES = ["10-site.conf", "20-m.conf", "3-num.conf", "50-vendor.conf", "200-num.conf", "Z-up.conf",
+                "a-low.conf", "x.conf"]
+SKIPPED_NAMES = ["README", "60-z.conf.disabled", ".hidden.conf", "70-upper.CONF"]
+
+
+class Gen:
+    def __init__(self, rng):
+        self.rng = rng
+        self.users = [n for n in USER_NAMES if resolve_user(n) is not None]
+        self.groups = [n for n in GROUP_NAMES if resolve_group(n) is not None]
+        self.pool_ids = []  # the ids of the current identities
+
+    def word(self, lo=1, hi=8):
+        r = self.rng
+        if r.random() < 0.6:
+            return "".join(r.choice(SEGMENTS) + r.choice(["", ".", "/", "-"]) for _ in range(r.randint(1, 4)))[:255]
+        return "".join(r.choice(ALPHABET) for _ in range(r.randint(lo, hi)))
+
+    def starify(self, s):
+        """A pattern from @s: some pieces replaced by '*' (leading, trailing,
+        several, '*' alone, '**')."""
+        r = self.rng
+        k = r.random()
+        if k < 0.06:
+            return "*"
+        if k < 0.1:
+            return "**"
+        chars = list(s)
+        for _ in range(r.randint(1, 3)):
+            i = r.randint(0, len(chars))
+            j = min(len(chars), i + r.choice([0, 0, 1, 2, 3]))
+            chars[i:j] = ["*"]
+        p = "".join(chars)
+        if r.random() < 0.1:
+            p = "*" + p
+        if r.random() < 0.1:
+            p = p + "*"
+        return p[:255]
+
+    def long_action(self):
+        r = self.rng
+        s = "".join(r.choice("ab.") for _ in range(r.randint(200, 255)))
+        return s[:255]
+
+    def tiny(self, chars):
+        """1-6 characters of @chars: short patterns and actions over two
+        letters overlap in every way (prefix, suffix and middle pieces)."""
+        return "".join(self.rng.choice(chars) for _ in range(self.rng.randint(1, 6)))
+
+    def rule_action(self):
+        r = self.rng
+        k = r.random()
+        if k < 0.2:
+            return self.tiny("ab*")
+        if k < 0.23:
+            a = self.long_action()
+            return self.starify(a) if r.random() < 0.5 else a
+        w = self.word()
+        return self.starify(w) if r.random() < 0.5 else w
+
+    def near_id(self):
+        """An id at, just below or just above one of the current
+        identities' ids, or an edge id, or any id."""
+        r = self.rng
+        k = r.random()
+        if self.pool_ids and k < 0.6:
+            return min(ID_MAX, max(0, r.choice(self.pool_ids) + r.choice([-1, 0, 0, 1])))
+        if k < 0.9:
+            return r.choice(EDGE_IDS)
+        return r.randint(0, ID_MAX)
+
+    def id_entry(self):
+        r = self.rng
+        if r.random() < 0.5:
+            return str(self.near_id())
+        a = self.near_id()
+        b = self.near_id() if r.random() < 0.7 else min(ID_MAX, a + r.choice([0, 1, 1000]))
+        lo, hi = min(a, b), max(a, b)
+        return f"{lo}-{hi}"
+
+    def rule(self):
+        r = self.rng
+        rule = {"action": self.rule_action(), "effect": r.choice(["allow", "deny"])}
+        while True:
+            if r.random() < 0.15:
+                rule["anyone"] = True
+            if r.random() < 0.3:
+                names = r.sample(self.users, r.randint(1, 3))
+                if rule["effect"] == "allow" and r.random() < 0.2:
+                    names.append(r.choice(UNKNOWN_NAMES))  # a warning; matches nobody
+                rule["users"] = names
+            if r.random() < 0.3:
+                names = r.sample(self.groups, r.randint(1, 3))
+                if rule["effect"] == "allow" and r.random() < 0.2:
+                    names.append(r.choice(UNKNOWN_NAMES))
+                rule["groups"] = names
+            if r.random() < 0.35:
+                rule["uids"] = [self.id_entry() for _ in range(r.randint(1, 3))]
+            if r.random() < 0.35:
+                rule["gids"] = [self.id_entry() for _ in range(r.randint(1, 3))]
+            if any(k in rule for k in ("anyone", "users", "groups", "uids", "gids")):
+                break
+        if "anyone" not in rule and r.random() < 0.1:
+            rule["anyone"] = False  # matches nobody, is no subject by itself
+        return rule
+
+    def rules(self, lo, hi):
+        return [self.rule() for _ in range(self.rng.randint(lo, hi))]
+
+    def policy(self):
+        r = self.rng
+        pol = {"default": r.choice([None, "allow", "deny"]), "rules": self.rules(0, 12),
+               "dirs": {d: {} for d in DIRS}, "missing": set()}
+        if not pol["rules"] and r.random() < 0.5:
+            pol["rules"] = self.rules(1, 3)
+        for d in DIRS:
+            if r.random() < 0.1:
+                pol["missing"].add(d)  # a folder that does not exist holds no rules
+                continue
+            for name in r.sample(DROPIN_NAMES, r.randint(0, 4)):
+                k = r.random()
+                if k < 0.12:
+                    pol["dirs"][d][name] = {"kind": "empty"}
+                elif k < 0.22:
+                    pol["dirs"][d][name] = {"kind": "devnull"}
+                else:
+                    pol["dirs"][d][name] = {"kind": "rules", "rules": self.rules(0, 5)}
+            if r.random() < 0.2:
+                pol["dirs"][d][r.choice(SKIPPED_NAMES)] = {"kind": "junk"}
+        return pol
+
+    def identities(self, n):
+        """@n identities: edge ids, ids of the names the policies use, any id.
+        Policies generated while they are in use put range ends at and
+        next to their ids (near_id)."""
+        r = self.rng
+        pool = EDGE_IDS + [resolve_user(u) for u in self.users] + [resolve_group(g) for g in self.groups]
+
+        def pick():
+            k = r.random()
+            if k < 0.75:
+                return r.choice(pool)
+            if k < 0.9:
+                return min(ID_MAX, max(0, r.choice(pool) + r.choice([-1, 1])))
+            return r.randint(0, ID_MAX)
+
+        out = [(0, 0, [])] if r.random() < 0.5 else []
+        while len(out) < n:
+            uid, gid = pick(), pick()
+            groups = [pick() for _ in range(r.choice([0, 0, 1, 1, 2, 3, 5]))]
+            if groups and r.random() < 0.1:
+                groups.append(groups[0])  # a duplicate: the kernel drops it
+            if r.random() < 0.1:
+                groups.append(gid)
+            out.append((uid, gid, groups))
+        self.pool_ids = sorted({i for uid, gid, groups in out for i in [uid, gid] + groups})
+        return out
+
+    def actions(self, rules, n):
+        """Actions that the policy's patterns match, almost match, or not."""
+        r = self.rng
+        out = []
+        while len(out) < n:
+            k = r.random()
+            if rules and k < 0.7:
+                a = r.choice(rules)[2]["action"]
+                # fill each '*' with nothing or a few characters
+                a = "".join(c if c != "*" else "".join(r.choice(ALPHABET) for _ in range(r.choice([0, 0, 1, 2, 5])))
+                            for c in a)
+                m = r.random()
+                if m < 0.15 and a:
+                    i = r.randrange(len(a))
+                    a = a[:i] + a[i + 1:]
+                elif m < 0.3:
+                    i = r.randint(0, len(a))
+                    a = a[:i] + r.choice(ALPHABET) + a[i:]
+                elif m < 0.35:
+                    a = a.swapcase()
+            elif k < 0.73:
+                a = self.long_action()
+            elif k < 0.88:
+                a = self.tiny("ab")
+            else:
+                a = self.word()
+            a = a[:255]
+            if a:
+                out.append(a)
+        return out
+
+
+def all_rules(pol):
+    yield from pol["rules"]
+    for d in DIRS:
+        for f in pol["dirs"][d].values():
+            if f["kind"] == "rules":
+                yield from f["rules"]
+
+
+def q(s):
+    return '"' + s + '"'
+
+
+def render_rules(rules, rng, start_line):
+    """The text of 'rules = ( ... );' starting at @start_line; returns
+    (text, [line of each rule's '{'])."""
+    lines = ["rules = ("]
+    where = []
+    for i, rule in enumerate(rules):
+        parts = [f"action = {q(rule['action'])};", f"effect = {q(rule['effect'])};"]
+        for key in ("users", "groups", "uids", "gids"):
+            if key in rule:
+                o, c = ("[", "]") if rng.random() < 0.7 else ("(", ")")
+                parts.append(f"{key} = {o}" + ", ".join(q(v) for v in rule[key]) + f"{c};")
+        if "anyone" in rule:
+            parts.append(f"anyone = {'true' if rule['anyone'] else 'false'};")
+        rng.shuffle(parts)
+        comma = "," if i < len(rules) - 1 else ""
+        if rng.random() < 0.2:
+            lines.append("  # a comment line")
+        where.append(start_line + len(lines))
+        if rng.random() < 0.25:  # a rule over several lines: its line is the '{'
+            lines.append("  {")
+            lines += ["    " + p for p in parts]
+            lines.append("  }" + comma)
+        else:
+            lines.append("  { " + " ".join(parts) + " }" + comma)
+    lines.append(");")
+    return "\n".join(lines) + "\n", where
+
+
+def write_policy(pol, root, seed):
+    """Write @pol under @root (main.conf, A/, B/, C/), recording the line of
+    every rule in pol["main_lines"] and each file's "lines"."""
+    rng = random.Random(seed)  # layout only: the same policy renders the same way
+    for d in DIRS:
+        path = os.path.join(root, d)
+        shutil.rmtree(path, ignore_errors=True)
+        if d in pol["missing"]:
+            continue
+        os.mkdir(path)
+        os.chmod(path, 0o755)
+        for name, f in pol["dirs"][d].items():
+            p = os.path.join(path, name)
+            if f["kind"] == "devnull":
+                os.symlink("/dev/null", p)  # never chmod through this link
+                continue
+            if f["kind"] == "empty":
+                text = ""
+            elif f["kind"] == "junk":
+                text = "this is { not a policy\n"
+            else:
+                head = "# drop-in\n" if rng.random() < 0.3 else ""
+                body, where = render_rules(f["rules"], rng, 1 + head.count("\n"))
+                f["lines"] = where
+                text = head + body
+            with open(p, "w") as fh:
+                fh.write(text)
+            os.chmod(p, 0o644)
+    head = "# generated by test_differential.py\n"
+    if pol["default"] is not None:
+        head += f'default = {q(pol["default"])};\n'
+    body, where = render_rules(pol["rules"], rng, 1 + head.count("\n"))
+    pol["main_lines"] = where
+    text = head + body
+    tmp = os.path.join(root, "main.conf.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, os.path.join(root, "main.conf"))
+
+
+def policy_text(pol, root):
+    """Every file of @pol as it is on disk, for a reproducer."""
+    out = []
+    for d in DIRS:
+        if d in pol["missing"]:
+            out.append(f"--- {root}/{d}/ (folder does not exist)")
+            continue
+        for name in sorted(pol["dirs"][d]):
+            p = os.path.join(root, d, name)
+            if os.path.islink(p):
+                out.append(f"--- {p} -> {os.readlink(p)}")
+                continue
+            with open(p) as fh:
+                out.append(f"--- {p}" + (" (empty file)" if pol["dirs"][d][name]["kind"] == "empty" else "")
+                           + "\n" + fh.read().rstrip("\n"))
+    with open(os.path.join(root, "main.conf")) as fh:
+        out.append(f"--- {root}/main.conf\n" + fh.read().rstrip("\n"))
+    return "\n".join(out)
+
+
+def expected_counts(pol):
+    """(rules, files) that the daemon's 'reloaded:' line must report."""
+    chosen = {}
+    for d in DIRS:
+        if d in pol["missing"]:
+            continue
+        for name, f in pol["dirs"][d].items():
+            if name.startswith(".") or not name.endswith(".conf"):
+                continue
+            chosen.setdefault(name, f)
+    loaded = [f for f in chosen.values() if f["kind"] == "rules"]
+    return sum(len(f["rules"]) for f in loaded) + len(pol["rules"]), len(loaded) + 1
+
+
+# ---------------------------------------------------------------------------
+# The two implementations under test
+
+class Worker:
+    """A child that holds one identity for its whole life (setgroups,
+    setresgid, setresuid, as cgtest.as_identity does) and, for each batch of
+    actions it is sent, opens a new connection to the daemon, asks WHOAMI
+    and CHECK for every action, pipelined, and sends back the replies.
+    Forking is the slow part on a small VM, so one child serves an identity
+    for several policies."""
+
+    open_fds = set()  # the parent's ends of every live worker's pipes
+
+    def __init__(self, sock, uid, gid, groups):
+        self.ident = (uid, gid, list(groups))
+        to_child, self.w = os.pipe()
+        self.r, from_child = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            status = 0
+            try:
+                # Keep no other worker's pipe open, or it never sees EOF.
+                for fd in Worker.open_fds | {self.w, self.r}:
+                    os.close(fd)
+                cgtest._libc.prctl(cgtest._PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                self._serve(sock, to_child, from_child)
+            except BaseException:
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(to_child)
+        os.close(from_child)
+        Worker.open_fds |= {self.w, self.r}
+
+    def _serve(self, sock, rfd, wfd):
+        uid, gid, groups = self.ident
+        err = None
+        try:
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+                raise RuntimeError("identity change did not take")
+        except BaseException:
+            err = traceback.format_exc()
+        while True:
+            actions = _recv_obj(rfd)
+            if actions is None:
+                return
+            if err is not None:
+                _send_obj(wfd, ("err", err))
+                continue
+            try:
+                c = cgtest.Client(sock, timeout=10)
+                try:
+                    c.send(("WHOAMI\n" + "".join(f"CHECK {a}\n" for a in actions)).encode())
+                    who = c.readline().decode().rstrip("\n")
+                    res = ("ok", (who, [c.readline().decode().rstrip("\n") for _ in actions]))
+                finally:
+                    c.close()
+            except BaseException:
+                res = ("err", traceback.format_exc())
+            _send_obj(wfd, res)
+
+    def send(self, actions):
+        _send_obj(self.w, actions)
+
+    def result(self):
+        res = _recv_obj(self.r, timeout=30)
+        if res is None:
+            raise AssertionError(f"identity child {self.ident} died")
+        kind, value = res
+        if kind == "err":
+            raise AssertionError(f"in the child with identity {self.ident}:\n{value}")
+        return value
+
+    def close(self):
+        for fd in (self.w, self.r):
+            Worker.open_fds.discard(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _send_obj(fd, obj):
+    data = pickle.dumps(obj)
+    view = memoryview(struct.pack("!I", len(data)) + data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd, n, deadline):
+    buf = bytearray()
+    while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError("no answer from an identity child within 30 s")
+        b = os.read(fd, n - len(buf))
+        if not b:
+            return None
+        buf += b
+    return bytes(buf)
+
+
+def _recv_obj(fd, timeout=None):
+    deadline = None if timeout is None else time.monotonic() + timeout
+    head = _read_exact(fd, 4, deadline)
+    if head is None:
+        return None
+    data = _read_exact(fd, struct.unpack("!I", head)[0], deadline)
+    return None if data is None else pickle.loads(data)
+
+
+def eval_program():
+    """(argv0, env) for credgate eval. Under 'make check' $CREDGATE_CLI is
+    libtool's wrapper script, which costs a shell and several helper
+    processes per run (~150 ms here); run the program it wraps, with the
+    library path the wrapper would set. Checked against the wrapper once,
+    in test_eval_program_is_the_wrapped_one."""
+    cli = cgtest.cli()
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    with open(cli, "rb") as f:
+        elf = f.read(4) == b"\x7fELF"
+    libs = os.path.join(os.path.dirname(cli), ".libs")
+    real = os.path.join(libs, os.path.basename(cli))
+    if not elf and os.access(real, os.X_OK):
+        env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+        return real, env
+    return cli, env
+
+
+def eval_cmd(root, uid, gid, groups, actions, prog=None):
+    cmd = [prog or cgtest.cli(), "eval", "-c", os.path.join(root, "main.conf")]
+    for d in DIRS:
+        cmd += ["--rules-dir", os.path.join(root, d)]
+    cmd += ["--uid", str(uid), "--gid", str(gid), "--groups", ",".join(map(str, groups)), "--"] + actions
+    return cmd
+
+
+EVAL_RE = re.compile(r"^(ALLOW|DENY) (\S+) by (\S+)$")
+
+
+def parse_eval(proc_out, rc, err, actions):
+    """[(decision, by)] or raise with eval's output."""
+    lines = proc_out.splitlines()
+    if len(lines) != len(actions) or rc not in (0, 1):
+        raise AssertionError(f"credgate eval exited {rc} with {len(lines)} lines for {len(actions)} actions:\n"
+                             f"stdout: {proc_out}\nstderr: {err}")
+    out = []
+    for a, line in zip(actions, lines):
+        m = EVAL_RE.match(line)
+        if not m or m.group(2) != a:
+            raise AssertionError(f"credgate eval: unexpected line {line!r} for action {a!r}")
+        out.append((m.group(1), m.group(3)))
+    want_rc = 0 if all(d == "ALLOW" for d, _ in out) else 1
+    if rc != want_rc:
+        raise AssertionError(f"credgate eval exited {rc}, expected {want_rc} for:\n{proc_out}")
+    return out
+
+
+class Harness:
+    """One daemon on @root's files, reloaded (SIGHUP) for each policy."""
+
+    def __init__(self, root):
+        self.root = root
+        self.daemon = None
+        self.offset = 0
+        self.reloads = 0
+        self.prog, self.env = eval_program()
+
+    def start(self, pol, seed):
+        write_policy(pol, self.root, seed)
+        args = ["--log", "none"]
+        for d in DIRS:
+            args += ["--rules-dir", os.path.join(self.root, d)]
+        self.daemon = cgtest.Daemon("rules = ();\n", args=args)
+        self.daemon.policy_path = os.path.join(self.root, "main.conf")
+        self.daemon.start()
+        self.offset = len(self.daemon.stderr())
+        # The start-up policy is reloaded like every other: its counts are checked.
+        self.load(pol, seed)
+
+    def check_counts(self, pol, text):
+        m = re.findall(r"reloaded: (\d+) rules from (\d+) files", text)
+        got = tuple(map(int, m[-1]))
+        if got != expected_counts(pol):
+            raise AssertionError(f"daemon reports {got} (rules, files), the generator wrote "
+                                 f"{expected_counts(pol)}:\n{text}\n{policy_text(pol, self.root)}")
+
+    def load(self, pol, seed):
+        write_policy(pol, self.root, seed)
+        self.daemon.kill(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            text = self.daemon.stderr()[self.offset:]
+            if "reload failed" in text:
+                raise AssertionError(f"the daemon refused a generated policy:\n{text}\n"
+                                     f"{policy_text(pol, self.root)}")
+            if re.search(r"reloaded: \d+ rules from \d+ files\n", text):
+                break
+            if time.monotonic() > deadline or not self.daemon.alive():
+                raise AssertionError(f"no 'reloaded:' line within 10 s:\n{self.daemon.stderr()}")
+            time.sleep(0.002)
+        self.check_counts(pol, text)
+        self.offset += len(text)
+        self.reloads += 1
+
+    def start_eval(self, ident, actions):
+        uid, gid, groups = ident
+        return subprocess.Popen(eval_cmd(self.root, uid, gid, groups, actions, self.prog), env=self.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, pol, ident, actions, who, dec, p):
+        """Three answers per action: daemon, eval (decision, by), model (decision, by)."""
+        uid, gid, groups = ident
+        out, err = p.communicate(timeout=30)
+        want_who = f"uid={uid} gid={gid} groups=" + ",".join(map(str, sorted(set(groups))))
+        if not who.startswith("CREDS ") or not who.endswith(" " + want_who):
+            raise AssertionError(f"the child is not who it should be: {who!r}, wanted {want_who!r}")
+        ev = parse_eval(out, p.returncode, err, actions)
+        rules = model_rules(pol, self.root)
+        mod = [model_decide(rules, pol["default"], uid, gid, groups, a) for a in actions]
+        return dec, ev, mod
+
+    def answers_batch(self, pol, workers, batches):
+        """For each worker (an identity) and its actions: (dec, ev, mod).
+        The identity children ask the daemon while at most two evals run."""
+        for w, actions in zip(workers, batches):
+            w.send(actions)
+        out, running = [], []
+        for w, actions in zip(workers, batches):
+            running.append((w, actions, self.start_eval(w.ident, actions)))
+            if len(running) >= 2:
+                w0, a0, p0 = running.pop(0)
+                out.append(self.finish(pol, w0.ident, a0, *w0.result(), p0))
+        for w0, a0, p0 in running:
+            out.append(self.finish(pol, w0.ident, a0, *w0.result(), p0))
+        return out
+
+    def answers(self, pol, uid, gid, groups, actions):
+        """One identity, in a child of its own (for the shrinker)."""
+        w = Worker(self.daemon.socket, uid, gid, groups)
+        try:
+            return self.answers_batch(pol, [w], [actions])[0]
+        finally:
+            w.close()
+
+    def stop(self):
+        if self.daemon:
+            self.daemon.stop()
+
+
+def disagrees(d, e, m):
+    return not (d == e[0] == m[0] and e[1] == m[1])
+
+
+def rule_lists(pol):
+    """[(where, list of rules)] for the main file and every drop-in."""
+    out = [("main", pol["rules"])]
+    for d in DIRS:
+        for name, f in pol["dirs"][d].items():
+            if f["kind"] == "rules":
+                out.append(((d, name), f["rules"]))
+    return out
+
+
+def copy_policy(pol):
+    import copy
+    return copy.deepcopy(pol)
+
+
+def shrink(h, pol, seed, ident, action):
+    """Drop rules, files and groups one at a time while the disagreement
+    stays; return the smallest (policy, identity) found."""
+    uid, gid, groups = ident
+
+    def still(p, g):
+        h.load(p, seed)
+        d, e, m = h.answers(p, uid, gid, g, [action])
+        return disagrees(d[0], e[0], m[0])
+
+    changed = True
+    while changed:
+        changed = False
+        candidates = []
+        for d in DIRS:
+            for name in list(pol["dirs"][d]):
+                candidates.append(("file", d, name))
+                f = pol["dirs"][d][name]
+                if f["kind"] == "rules":
+                    candidates += [("rule", d, name, i) for i in range(len(f["rules"]))]
+        candidates += [("main", i) for i in range(len(pol["rules"]))]
+        candidates += [("default",)] if pol["default"] is not None else []
+        candidates += [("present", d) for d in sorted(pol["missing"])]
+        # then single entries of a subject list (a rule keeps a non-empty subject)
+        for where, rules in rule_lists(pol):
+            for i, rule in enumerate(rules):
+                for key in ("users", "groups", "uids", "gids"):
+                    if len(rule.get(key, [])) > 1:
+                        candidates += [("entry", where, i, key, j) for j in range(len(rule[key]))]
+        for c in candidates:
+            p = copy_policy(pol)
+            if c[0] == "file":
+                del p["dirs"][c[1]][c[2]]
+            elif c[0] == "rule":
+                del p["dirs"][c[1]][c[2]]["rules"][c[3]]
+            elif c[0] == "main":
+                del p["rules"][c[1]]
+            elif c[0] == "present":
+                p["missing"].discard(c[1])
+            elif c[0] == "entry":
+                del dict(rule_lists(p))[c[1]][c[2]][c[3]][c[4]]
+            else:
+                p["default"] = None
+            if still(p, groups):
+                pol, changed = p, True
+                break
+        if not changed:
+            for i in range(len(groups)):
+                g = groups[:i] + groups[i + 1:]
+                if still(pol, g):
+                    groups, changed = g, True
+                    break
+    h.load(pol, seed)  # leave the shrunk policy on disk for policy_text()
+    return pol, (uid, gid, groups)
+
+
+# ---------------------------------------------------------------------------
+
+@cgtest.needs_root
+class TestDifferential(unittest.TestCase):
+    def test_glob_model_on_documented_examples(self):
+        # The pattern table of docs/policy.md, "action", and a few more.
+        table = [("org.example.*", ["org.example.", "org.example.a", "org.example.a.b"],
+                  ["org.example", "Org.example.a"]),
+                 ("*", ["a", "org.example.x"], []),
+                 ("a*b*c", ["abc", "a-b-c", "axxbyyc"], ["ab", "acb"]),
+                 ("*.run", ["org.example.backup.run"], ["org.example.run.now"]),
+                 ("a*a", ["aa", "aaa"], ["a"]), ("**", ["x"], []), ("a**b", ["ab", "axb"], ["ba"]),
+                 ("*ab*ab*", ["abab", "xabyabz"], ["aba", "abxa"]), ("*a*a", ["aa", "aba"], ["a", "ab"]),
+                 ("a*a*", ["aa", "aab"], ["a", "ba"]), ("b", ["b"], ["bb", ""])]
+        for pattern, yes, no in table:
+            for s in yes:
+                self.assertTrue(glob_match(pattern, s), (pattern, s))
+            for s in no:
+                self.assertFalse(glob_match(pattern, s), (pattern, s))
+
+    def test_eval_program_is_the_wrapped_one(self):
+        # eval_program() may bypass libtool's wrapper: same output, same status.
+        root = cgtest.mkdtemp("cg-diff-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        pol = {"default": "allow", "dirs": {d: {} for d in DIRS}, "missing": set(),
+               "rules": [{"action": "a*", "effect": "deny", "uids": ["5"]}]}
+        write_policy(pol, root, 1)
+        prog, env = eval_program()
+        for ident in [(5, 5, []), (6, 6, [1])]:
+            cmd = eval_cmd(root, *ident, ["a", "ab", "b"])
+            want = cgtest.run(cmd)
+            got = subprocess.run([prog] + cmd[1:], env=env, capture_output=True, text=True, timeout=30)
+            self.assertEqual((got.returncode, got.stdout, got.stderr), (want.returncode, want.stdout, want.stderr))
+            self.assertIn(want.returncode, (0, 1), want.stderr)
+
+    def test_differential(self):
+        seed = int(os.environ.get("CREDGATE_DIFF_SEED") or DEFAULT_SEED)
+        want_cases = int(os.environ.get("CREDGATE_DIFF_CASES") or DEFAULT_CASES)
+        per_policy = IDS_PER_ROUND * ACTIONS_PER_ID
+        n_policies = max(1, -(-want_cases // per_policy))
+        note(f"seed {seed} (CREDGATE_DIFF_SEED), {want_cases} cases wanted (CREDGATE_DIFF_CASES): "
+             f"{n_policies} policies x {IDS_PER_ROUND} identities x {ACTIONS_PER_ID} actions, "
+             f"new identities every {POLICIES_PER_ROUND} policies")
+        rng = random.Random(seed)
+        gen = Gen(rng)
+        root = cgtest.mkdtemp("cg-diff-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        h = Harness(root)
+        self.addCleanup(lambda: h.daemon and h.daemon.cleanup())
+        workers = []
+
+        def close_workers():
+            for w in workers:
+                w.close()
+            workers.clear()
+
+        self.addCleanup(close_workers)
+
+        t0 = time.monotonic()
+        cases = identities = 0
+        stats = {"ALLOW": 0, "DENY": 0, "default": 0}
+        failure = None
+        for n in range(n_policies):
+            if n % POLICIES_PER_ROUND == 0:
+                close_workers()
+                idents = gen.identities(IDS_PER_ROUND)
+            pol = gen.policy()
+            pseed = rng.getrandbits(32)
+            if n == 0:
+                h.start(pol, pseed)
+            else:
+                h.load(pol, pseed)
+            if not workers:
+                workers += [Worker(h.daemon.socket, *ident) for ident in idents]
+                identities += len(workers)
+            rules = model_rules(pol, root)
+            batches = [gen.actions(rules, ACTIONS_PER_ID) for _ in workers]
+            for w, actions, (d, e, m) in zip(workers, batches, h.answers_batch(pol, workers, batches)):
+                for i, a in enumerate(actions):
+                    cases += 1
+                    stats[m[i][0]] += 1
+                    stats["default"] += m[i][1] == "default"
+                    if failure is None and disagrees(d[i], e[i], m[i]):
+                        failure = (pol, pseed, w.ident, a, n)
+            if failure:
+                break
+        close_workers()
+        took = time.monotonic() - t0
+        note(f"{cases} cases ({n + 1} policies, {identities} identities, {h.reloads} reloads) in {took:.1f} s; "
+             f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default")
+
+        if failure:
+            pol, pseed, ident, action, n = failure
+            d, e, m = h.answers(pol, *ident, [action])
+            first = (f"first seen as: daemon {d[0]}, eval {e[0][0]} by {e[0][1]}, "
+                     f"model {m[0][0]} by {m[0][1]}")
+            pol, ident = shrink(h, pol, pseed, ident, action)
+            d, e, m = h.answers(pol, *ident, [action])
+            uid, gid, groups = ident
+            self.fail(f"disagreement (seed {seed}, policy #{n}); {first}; shrunk to:\n"
+                      f"{policy_text(pol, root)}\n"
+                      f"--- identity: uid={uid} gid={gid} groups={','.join(map(str, groups))}\n"
+                      f"--- action: {action}\n"
+                      f"daemon CHECK:   {d[0]}\n"
+                      f"credgate eval:  {e[0][0]} by {e[0][1]}\n"
+                      f"model:          {m[0][0]} by {m[0][1]}\n"
+                      f"eval command: {shlex.join(eval_cmd(root, uid, gid, groups, [action]))}\n"
+                      f"(the temp dir is removed; its files are printed above)")
+        h.stop()
+
+
+if __name__ == "__main__":
+    cgtest.main()
