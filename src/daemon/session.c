@@ -45,17 +45,7 @@ const char *proto_error_name(ProtoError e) {
 }
 
 ProtoError proto_parse(char *line, size_t len, Request *ret) {
-        static const struct {
-                const char *verb;
-                size_t len;
-                RequestType type;
-                unsigned n_args;
-        } verbs[] = {
-                { "CHECK", 5, REQ_CHECK, 1 },
-                { "CHECK-PEER", 10, REQ_CHECK_PEER, 1 },
-                { "PING", 4, REQ_PING, 0 },
-                { "WHOAMI", 6, REQ_WHOAMI, 0 },
-        };
+        static const unsigned n_args_of[] = { [REQ_CHECK] = 1, [REQ_CHECK_PEER] = 1, [REQ_PING] = 0, [REQ_WHOAMI] = 0 };
         char *args[2] = {};
         unsigned n_args = 0;
         size_t verb_len = len;
@@ -79,20 +69,34 @@ ProtoError proto_parse(char *line, size_t len, Request *ret) {
         }
         line[len] = '\0';
 
-        for (size_t v = 0; v < ELEMENTSOF(verbs); v++) {
-                if (verbs[v].len != verb_len || memcmp(verbs[v].verb, line, verb_len) != 0)
-                        continue;
-                if (n_args != verbs[v].n_args)
-                        return PROTO_BAD_REQUEST;
-                for (unsigned a = 0; a < n_args; a++)
-                        if (args[a][0] == '\0')
-                                return PROTO_BAD_REQUEST;
-                if (n_args == 1 && !action_valid(args[0], (size_t) (line + len - args[0]), false))
-                        return PROTO_BAD_ACTION;
-                *ret = (Request){ .type = verbs[v].type, .action = args[0] };
-                return PROTO_OK;
+        /* Fixed-length compares, which the compiler inlines: this runs for
+         * every request. */
+        int v = -1;
+        switch (verb_len) {
+        case 4:
+                v = memcmp(line, "PING", 4) == 0 ? REQ_PING : -1;
+                break;
+        case 5:
+                v = memcmp(line, "CHECK", 5) == 0 ? REQ_CHECK : -1;
+                break;
+        case 6:
+                v = memcmp(line, "WHOAMI", 6) == 0 ? REQ_WHOAMI : -1;
+                break;
+        case 10:
+                v = memcmp(line, "CHECK-PEER", 10) == 0 ? REQ_CHECK_PEER : -1;
+                break;
         }
-        return PROTO_UNKNOWN_COMMAND;
+        if (v < 0)
+                return PROTO_UNKNOWN_COMMAND;
+        if (n_args != n_args_of[v])
+                return PROTO_BAD_REQUEST;
+        for (unsigned a = 0; a < n_args; a++)
+                if (args[a][0] == '\0')
+                        return PROTO_BAD_REQUEST;
+        if (n_args == 1 && !action_valid(args[0], (size_t) (line + len - args[0]), false))
+                return PROTO_BAD_ACTION;
+        *ret = (Request){ .type = (RequestType) v, .action = args[0] };
+        return PROTO_OK;
 }
 
 void session_init(Session *s, PeerCreds *creds) {
