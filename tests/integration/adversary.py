@@ -102,30 +102,22 @@ class Client(cgtest.Client):
         self.eof = False
 
 
-def recv_all(s, timeout=5.0, lines=None):
-    """cgtest.recv_all() with poll() instead of select(): works for fds
-    above 1023 too (the attackers hold thousands)."""
-    data = bytearray()
-    deadline = time.monotonic() + timeout
-    p = select.poll()
-    p.register(s, select.POLLIN)
-    while True:
-        if lines is not None and data.count(b"\n") >= lines:
-            return bytes(data), "lines"
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return bytes(data), "timeout"
-        if not p.poll(left * 1000):
-            continue
-        try:
-            chunk = s.recv(65536, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            continue
-        except ConnectionResetError:
-            return bytes(data), "eof"
-        if not chunk:
-            return bytes(data), "eof"
-        data += chunk
+recv_all = cgtest.recv_all
+
+
+def settle_fds(d, timeout=10, quiet=0.5):
+    """The daemon's fd count once it has stopped moving for @quiet seconds
+    (the closer thread closes fds asynchronously)."""
+    last, since = fd_count(d.pid), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = fd_count(d.pid)
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
 
 
 def stopped(stop_fd):

@@ -126,14 +126,15 @@ def recv_all(s, timeout=5.0, lines=None):
     with unread input makes the kernel report it after the queued data."""
     data = bytearray()
     deadline = time.monotonic() + timeout
+    p = select.poll()
+    p.register(s, select.POLLIN)
     while True:
         if lines is not None and data.count(b"\n") >= lines:
             return bytes(data), "lines"
         left = deadline - time.monotonic()
         if left <= 0:
             return bytes(data), "timeout"
-        r, _, _ = select.select([s], [], [], left)
-        if not r:
+        if not p.poll(left * 1000):  # poll(), not select(): fds above 1023 work too
             continue
         try:
             chunk = s.recv(65536, socket.MSG_DONTWAIT)

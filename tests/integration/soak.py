@@ -24,7 +24,7 @@ import sys
 import time
 
 import cgtest
-from adversary import Child, fd_count, note, raise_nofile, recv_all, rss_kb
+from adversary import Child, fd_count, note, raise_nofile, recv_all, rss_kb, settle_fds
 
 TOTAL = int(os.environ.get("SOAK_TOTAL", "1000000"))
 WARMUP = int(os.environ.get("SOAK_WARMUP", str(max(10000, TOTAL // 10))))
@@ -186,19 +186,6 @@ def collect(d, kids, peak):
             kinds[key] = kinds.get(key, 0) + v
     tot["kinds"] = kinds
     return tot
-
-
-def settle_fds(d, timeout=10):
-    last, since = fd_count(d.pid), time.monotonic()
-    deadline = since + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        n = fd_count(d.pid)
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since >= 0.5:
-            break
-    return last
 
 
 def main():

@@ -28,6 +28,7 @@ import socket
 import time
 import unittest
 
+import adversary
 import cgtest
 from adversary import (ATK_UID, CTL_UID, Child, control, cpu_seconds, fd_count, fd_targets, note,
                        proc_state, raise_nofile, recv_all, rss_kb, stopped, summarize)
@@ -157,18 +158,7 @@ class AdversarialTest(unittest.TestCase):
             time.sleep(0.02)
 
     def settle_fds(self, d):
-        """The fd count once it has stopped moving (the closer thread closes
-        fds asynchronously)."""
-        last, since = fd_count(d.pid), time.monotonic()
-        deadline = since + 5
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            n = fd_count(d.pid)
-            if n != last:
-                last, since = n, time.monotonic()
-            elif time.monotonic() - since >= 0.3:
-                break
-        return last
+        return adversary.settle_fds(d, timeout=5, quiet=0.3)
 
     def control_child(self, d, **kw):
         return self.child(control(d.socket, **kw), uid=CTL_UID)
