@@ -105,6 +105,35 @@ static const char *socket_shown(const Context *ctx) {
         return e && *e ? e : CREDGATE_SOCKET_DEFAULT;
 }
 
+/* Connect to the daemon. Returns 0, or the exit status after saying why not. */
+static int open_daemon(const Context *ctx, credgate **ret) {
+        int r = credgate_open(ctx->socket, ret);
+        if (r < 0)
+                return fail("cannot connect to '%s': %s", socket_shown(ctx), credgate_strerror(r));
+        return 0;
+}
+
+/* The command line of a command that takes only --help: returns -1 to go
+ * on, or the exit status (after the help text or a usage error). */
+static int parse_help_only(const Command *cmd, int argc, char **argv) {
+        static const char optstring[] = ":h";
+        static const struct option opts[] = {
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        int opt;
+
+        while ((opt = getopt_long(argc, argv, optstring, opts, NULL)) >= 0) {
+                if (opt != 'h')
+                        return option_error(cmd, optstring, opt, argv);
+                cmd->help();
+                return finish_output(EXIT_SUCCESS);
+        }
+        if (optind < argc)
+                return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+        return -1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Ids and the user database */
 
@@ -274,9 +303,8 @@ static int cmd_check(const Context *ctx, const Command *cmd, int argc, char **ar
         if (!(d = calloc(n, sizeof(*d))))
                 return fail("%s", strerror(ENOMEM));
 
-        r = credgate_open(ctx->socket, &c);
-        if (r < 0)
-                return fail("cannot connect to '%s': %s", socket_shown(ctx), credgate_strerror(r));
+        if ((r = open_daemon(ctx, &c)) != 0)
+                return r;
         /* One connection, pipelined; bounded batches keep each call's buffer and time limit modest. */
         for (size_t i = 0; i < n && r >= 0; i += CHECK_BATCH) {
                 size_t k = n - i < CHECK_BATCH ? n - i : CHECK_BATCH;
@@ -308,30 +336,12 @@ static void help_whoami(void) {
 }
 
 static int cmd_whoami(const Context *ctx, const Command *cmd, int argc, char **argv) {
-        static const char optstring[] = ":h";
-        static const struct option opts[] = {
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
         credgate_creds creds = {};
         credgate *c = NULL;
-        int opt, r;
+        int r;
 
-        while ((opt = getopt_long(argc, argv, optstring, opts, NULL)) >= 0) {
-                switch (opt) {
-                case 'h':
-                        help_whoami();
-                        return finish_output(EXIT_SUCCESS);
-                default:
-                        return option_error(cmd, optstring, opt, argv);
-                }
-        }
-        if (optind < argc)
-                return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-
-        r = credgate_open(ctx->socket, &c);
-        if (r < 0)
-                return fail("cannot connect to '%s': %s", socket_shown(ctx), credgate_strerror(r));
+        if ((r = parse_help_only(cmd, argc, argv)) >= 0 || (r = open_daemon(ctx, &c)) != 0)
+                return r;
         r = credgate_whoami(c, &creds);
         credgate_close(c);
         if (r < 0)
@@ -362,29 +372,11 @@ static void help_ping(void) {
 }
 
 static int cmd_ping(const Context *ctx, const Command *cmd, int argc, char **argv) {
-        static const char optstring[] = ":h";
-        static const struct option opts[] = {
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
         credgate *c = NULL;
-        int opt, r;
+        int r;
 
-        while ((opt = getopt_long(argc, argv, optstring, opts, NULL)) >= 0) {
-                switch (opt) {
-                case 'h':
-                        help_ping();
-                        return finish_output(EXIT_SUCCESS);
-                default:
-                        return option_error(cmd, optstring, opt, argv);
-                }
-        }
-        if (optind < argc)
-                return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-
-        r = credgate_open(ctx->socket, &c);
-        if (r < 0)
-                return fail("cannot connect to '%s': %s", socket_shown(ctx), credgate_strerror(r));
+        if ((r = parse_help_only(cmd, argc, argv)) >= 0 || (r = open_daemon(ctx, &c)) != 0)
+                return r;
         r = credgate_ping(c);
         credgate_close(c);
         if (r < 0)
