@@ -408,8 +408,15 @@ class Daemon:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    # As a context manager (also for a class: cls.enterClassContext()):
+    # started on entry, cleaned up even when the start fails; stopped with
+    # its exit status checked on a normal exit.
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
 
     def __exit__(self, *exc):
         try:

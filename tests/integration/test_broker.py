@@ -718,37 +718,22 @@ class BrokerTests:
 
     @classmethod
     def setUpClass(cls):
-        cls.d = cgtest.Daemon(POLICY, activate=cls.activate, timeout=30)
-        cls.service = None
-        try:
-            cls.d.start()
-            cls.service = Service()
-            # Warm up every path once (decision, broker decision, ERR), so
-            # that anything the daemon opens lazily is open before the
-            # baseline is taken.
-            keep, give = pair()
-            with keep, give:
-                with Conn(cls.d.socket) as c:
-                    c.ask("PING")
-                    c.ask("CHECK peer.any")
-                    c.check_peer("peer.any", give)
-                with Conn(cls.d.socket) as c:
-                    c.send(b"ping\n")
-                    c.read_to_eof()
-            cls.baseline = wait_stable_count(cls.d.pid)
-        except BaseException:
-            if cls.service:
-                cls.service.close()
-            cls.d.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.service.close()
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
+        cls.d = cls.enterClassContext(cgtest.Daemon(POLICY, activate=cls.activate, timeout=30))
+        cls.service = Service()
+        cls.addClassCleanup(cls.service.close)  # before the daemon stops
+        # Warm up every path once (decision, broker decision, ERR), so
+        # that anything the daemon opens lazily is open before the
+        # baseline is taken.
+        keep, give = pair()
+        with keep, give:
+            with Conn(cls.d.socket) as c:
+                c.ask("PING")
+                c.ask("CHECK peer.any")
+                c.check_peer("peer.any", give)
+            with Conn(cls.d.socket) as c:
+                c.send(b"ping\n")
+                c.read_to_eof()
+        cls.baseline = wait_stable_count(cls.d.pid)
 
     def setUp(self):
         self.assertTrue(self.d.alive(), "daemon died:\n" + self.d.stderr())

@@ -238,19 +238,7 @@ rules = (
 class TestDaemonCommands(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = cgtest.Daemon(CHECK_POLICY, timeout=30)
-        try:
-            cls.d.start()
-        except BaseException:
-            cls.d.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
+        cls.d = cls.enterClassContext(cgtest.Daemon(CHECK_POLICY, timeout=30))
 
     def check(self, *args, **kw):
         return cli("--socket", self.d.socket, "check", *args, **kw)
@@ -819,19 +807,7 @@ class TestCheckEqualsEval(unittest.TestCase):
         wrong += [f"group {n} is not gid {i}" for n, i in DEBIAN_GROUPS.items() if _gid_of(n) != i]
         if wrong:
             raise unittest.SkipTest("needs Debian's base users and groups: " + "; ".join(wrong))
-        cls.d = cgtest.Daemon(MATRIX_POLICY, timeout=30)
-        try:
-            cls.d.start()
-        except BaseException:
-            cls.d.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
+        cls.d = cls.enterClassContext(cgtest.Daemon(MATRIX_POLICY, timeout=30))
 
     def check_as(self, uid, gid, groups, actions):
         r = cgtest.run_as(uid, gid, groups, [cgtest.cli(), "--socket", self.d.socket, "check", *actions])

@@ -124,19 +124,7 @@ class IdentityMatrix:
 
     @classmethod
     def setUpClass(cls):
-        cls.d = cgtest.Daemon(POLICY, activate=cls.activate, timeout=30)
-        try:
-            cls.d.start()
-        except BaseException:
-            cls.d.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
+        cls.d = cls.enterClassContext(cgtest.Daemon(POLICY, activate=cls.activate, timeout=30))
 
     def test_really_socket_activated(self):
         """Guard against testing the wrong thing: under activation the

@@ -273,19 +273,7 @@ class TestInstalledLibrary(unittest.TestCase):
         cls.env = {k: v for k, v in os.environ.items() if k not in ("CREDGATE_SOCKET", "PYTHONPATH")}
         cls.env["LD_LIBRARY_PATH"] = cls.libdir
         cls.exe = cls.build_example()
-        cls.d = InstalledDaemon(find_one(EXPECTED["daemon"], "daemon"), POLICY, timeout=60)
-        try:
-            cls.d.start()
-        except BaseException:
-            cls.d.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
+        cls.d = cls.enterClassContext(InstalledDaemon(find_one(EXPECTED["daemon"], "daemon"), POLICY, timeout=60))
 
     @classmethod
     def pkg_config(cls):

@@ -65,19 +65,7 @@ def whoami_line(pid, uid, gid, groups):
 class TestExample(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = cgtest.Daemon(POLICY, timeout=30)
-        try:
-            cls.d.start()
-        except BaseException:
-            cls.d.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
+        cls.d = cls.enterClassContext(cgtest.Daemon(POLICY, timeout=30))
 
     def run_ok(self, args, want_rc, identity=None):
         """Run the example; assert the exit code, an empty stderr and the

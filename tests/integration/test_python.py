@@ -310,20 +310,8 @@ def identity_report(path):
 class DaemonTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = cgtest.Daemon(POLICY, timeout=30)
-        try:
-            cls.d.start()
-        except BaseException:
-            cls.d.cleanup()
-            raise
+        cls.d = cls.enterClassContext(cgtest.Daemon(POLICY, timeout=30))
         cls.path = cls.d.socket
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.d.stop()
-        finally:
-            cls.d.cleanup()
 
     def setUp(self):
         self.assertTrue(self.d.alive(), "daemon died:\n" + self.d.stderr())
