@@ -10,7 +10,6 @@ import pickle
 import select
 import signal
 import socket
-import struct
 import threading
 import sys
 import time
@@ -74,33 +73,6 @@ def pct(sorted_vals, p):
 
 # ---------------------------------------------------------------------------
 # Children
-
-def client_connect(path, timeout=5.0):
-    """Connect as libcredgate does: a blocking connect() that waits while the
-    listener's backlog is full, bounded by SO_SNDTIMEO (Python's own
-    socket timeout would turn a full backlog into an immediate EAGAIN)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sec = int(timeout)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, int((timeout - sec) * 1e6)))
-    try:
-        s.connect(path)
-    except BaseException:
-        s.close()
-        raise
-    s.settimeout(timeout)
-    return s
-
-
-class Client(cgtest.Client):
-    """cgtest.Client, connected with client_connect()."""
-
-    def __init__(self, path, timeout=5.0):
-        self.path = path
-        self.timeout = timeout
-        self.sock = client_connect(path, timeout)
-        self.buf = bytearray()
-        self.eof = False
-
 
 recv_all = cgtest.recv_all
 
@@ -261,14 +233,14 @@ def control(path, *, fresh_every=3, interval=0.002, req_timeout=5.0, batch=None,
                 got = err = None
                 try:
                     if fresh:
-                        with Client(path, req_timeout) as fc:
+                        with cgtest.Client(path, req_timeout) as fc:
                             fc.send(payload)
                             got = [fc.readline(req_timeout) for _ in range(k)]
                             if not fc.nothing_pending():
                                 raise AssertionError("extra reply data on a new connection")
                     else:
                         if c is None:
-                            c = Client(path, req_timeout)
+                            c = cgtest.Client(path, req_timeout)
                         c.send(payload)
                         got = [c.readline(req_timeout) for _ in range(k)]
                 except Exception as e:

@@ -25,6 +25,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -109,13 +110,19 @@ def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
 # Talking to the daemon
 
 def connect(path, timeout=5.0):
+    """Connect as libcredgate does: a blocking connect() that waits while
+    the listener's backlog is full, bounded by SO_SNDTIMEO. (With Python's
+    socket timeout set first, a full backlog would be an immediate EAGAIN.)
+    Then @timeout applies to every operation on the socket."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
+    sec = int(timeout)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, int((timeout - sec) * 1e6)))
     try:
         s.connect(path)
     except BaseException:
         s.close()
         raise
+    s.settimeout(timeout)
     return s
 
 
