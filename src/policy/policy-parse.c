@@ -32,6 +32,7 @@ typedef struct Loader {
         IdRange *uids, *gids;
         size_t n_uids, n_gids, cap_uids, cap_gids;
         size_t n_rules;
+        const char *granting; /* what an unresolved name is in, when not an allow rule */
 } Loader;
 
 #define diag(l, warning, line, ...) diags_add((l)->diags, warning, (l)->path, line, __VA_ARGS__)
@@ -145,8 +146,8 @@ static int load_subject(Loader *l, const config_setting_t *s, const char *key, D
                                 const char *what = is_uid ? "user" : "group";
                                 const char *why = r == -ENOENT ? "unknown" : "cannot resolve";
                                 if (effect == DECISION_ALLOW)
-                                        diag(l, true, line, "%s %s '%s' in an allow rule: this entry matches nobody",
-                                             why, what, v);
+                                        diag(l, true, line, "%s %s '%s' in %s: this entry matches nobody", why,
+                                             what, v, l->granting ? l->granting : "an allow rule");
                                 else {
                                         diag(l, false, line,
                                              "%s %s '%s' in a deny rule: refusing a policy that could deny less than "
@@ -353,6 +354,59 @@ const char *settings_audit_name(AuditLevel a) {
         return "deny";
 }
 
+/*
+ * brokers = { users = [...]; groups = [...]; uids = [...]; gids = [...];
+ * anyone = false; }: who may pass descriptors. A grant like an allow rule,
+ * so an unknown name is a warning and matches nobody; an empty group names
+ * no broker at all.
+ */
+static void load_brokers(Loader *l, const config_setting_t *g) {
+        static const char *const keys[] = { "users", "groups", "uids", "gids" };
+        bool anyone = false;
+        int errors = 0;
+
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+                diag(l, false, line_of(g), "'brokers' must be a group: brokers = { users = [\"root\"]; };");
+                return;
+        }
+        l->n_uids = l->n_gids = 0;
+        l->granting = "'brokers'";
+        for (int i = 0; i < config_setting_length(g); i++) {
+                const config_setting_t *s = config_setting_get_elem(g, (unsigned) i);
+                const char *name = config_setting_name(s);
+                bool known = false;
+
+                for (size_t k = 0; k < ELEMENTSOF(keys); k++)
+                        if (strcmp(name, keys[k]) == 0) {
+                                known = true;
+                                if (load_subject(l, s, name, DECISION_ALLOW) < 0)
+                                        errors++;
+                        }
+                if (strcmp(name, "anyone") == 0) {
+                        known = true;
+                        if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+                                diag(l, false, line_of(s), "'anyone' must be true or false");
+                                errors++;
+                        } else
+                                anyone = config_setting_get_bool(s);
+                }
+                if (!known) {
+                        diag(l, false, line_of(s),
+                             "unknown key '%s' in 'brokers' (expected users, groups, uids, gids, anyone)", name);
+                        errors++;
+                }
+        }
+        l->granting = NULL;
+        if (errors > 0)
+                return;
+        if (anyone)
+                diag(l, true, line_of(g),
+                     "'brokers': anyone = true lets every local user pass descriptors to the daemon; one that "
+                     "passes a file whose close() never returns can stall its closing thread (credgate.conf(5))");
+        if (policy_builder_set_brokers(l->b, anyone, l->uids, l->n_uids, l->gids, l->n_gids) < 0)
+                diag(l, false, line_of(g), "out of memory");
+}
+
 /* settings = { request_timeout = 10; ... }: every value range-checked, since
  * libconfig wraps overflowing integers (4294967296 reads as 0). */
 static void load_settings(Loader *l, const config_setting_t *g, Settings *st) {
@@ -365,6 +419,10 @@ static void load_settings(Loader *l, const config_setting_t *g, Settings *st) {
                 const char *name = config_setting_name(s);
                 bool known = false;
 
+                if (strcmp(name, "brokers") == 0) {
+                        load_brokers(l, s);
+                        continue;
+                }
                 if (strcmp(name, "log") == 0) {
                         const char *v = config_setting_get_string(s);
                         if (!v || settings_parse_audit(v, &st->log) < 0)
@@ -388,7 +446,7 @@ static void load_settings(Loader *l, const config_setting_t *g, Settings *st) {
                 if (!known)
                         diag(l, false, line_of(s),
                              "unknown setting '%s' (expected request_timeout, max_connections, "
-                             "max_connections_per_uid, idle_exit, log)",
+                             "max_connections_per_uid, idle_exit, log, brokers)",
                              name);
         }
         if (st->max_connections_per_uid > st->max_connections)

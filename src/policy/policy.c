@@ -67,6 +67,7 @@ struct Policy {
         char **files;
         size_t n_files;
         Index exact, prefix, suffix;
+        Rule brokers; /* only its subject counts: who may pass descriptors (CHECK-PEER) */
         uint64_t prefix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a prefix of length L */
         uint64_t suffix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a suffix of length L */
 };
@@ -74,6 +75,7 @@ struct Policy {
 struct PolicyBuilder {
         Policy *p;
         size_t cap_rules, n_strings, cap_strings, n_ranges, cap_ranges;
+        bool brokers_set;
 };
 
 static int grow(void **v, size_t *cap, size_t need, size_t size) {
@@ -194,6 +196,20 @@ static int add_ranges(PolicyBuilder *b, const IdRange *r, size_t n, uint32_t *re
         return 0;
 }
 
+int policy_builder_set_brokers(PolicyBuilder *b, bool anyone, const IdRange *uids, size_t n_uids,
+                               const IdRange *gids, size_t n_gids) {
+        Rule *r = &b->p->brokers;
+
+        /* Set once: the ranges stay where they are appended. */
+        if (b->brokers_set)
+                return -EEXIST;
+        *r = (Rule){ .next = NONE, .ranges = (uint32_t) b->n_ranges, .anyone = anyone, .effect = 1 };
+        if (add_ranges(b, uids, n_uids, &r->n_uids) < 0 || add_ranges(b, gids, n_gids, &r->n_gids) < 0)
+                return -ENOMEM;
+        b->brokers_set = true;
+        return 0;
+}
+
 int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
         Policy *p = b->p;
         size_t len = s->action ? strnlen(s->action, ACTION_MAX + 1) : 0;
@@ -263,6 +279,9 @@ int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
         Policy *p = b->p;
         size_t n_pre = 0, n_suf = 0;
 
+        /* Without a brokers setting, root alone may pass descriptors. */
+        if (!b->brokers_set && policy_builder_set_brokers(b, false, &(IdRange){ 0, 0 }, 1, NULL, 0) < 0)
+                return -ENOMEM;
         for (size_t i = 0; i < p->n_rules; i++) {
                 Rule *r = &p->rules[i];
                 if (!r->pattern)
@@ -412,6 +431,10 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
         v.file = p->files[r->file];
         v.line = r->line;
         return v;
+}
+
+bool policy_is_broker(const Policy *p, const PeerCreds *id) {
+        return p && id && subject_matches(p, &p->brokers, id);
 }
 
 size_t policy_n_rules(const Policy *p) {

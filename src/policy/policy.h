@@ -58,6 +58,16 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *spec);
 void policy_builder_set_default(PolicyBuilder *b, Decision d);
 
 /*
+ * Who may pass file descriptors to the daemon (broker queries, CHECK-PEER):
+ * @anyone, or a uid in @uids, or a primary or supplementary gid in @gids
+ * (copied). Without this call the policy names root (uid 0) alone.
+ *
+ * Return: 0, -EEXIST when already set, or -ENOMEM.
+ */
+int policy_builder_set_brokers(PolicyBuilder *b, bool anyone, const IdRange *uids, size_t n_uids,
+                               const IdRange *gids, size_t n_gids);
+
+/*
  * Compile everything added so far into an index. The builder is consumed
  * (freed) whatever the outcome.
  *
@@ -76,6 +86,9 @@ Policy *policy_unref(Policy *p);
  * Return: the verdict; its decision is ALLOW only for a complete match.
  */
 Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id);
+
+/* Does @p name @id a broker (see policy_builder_set_brokers())? Return: false for NULL. */
+bool policy_is_broker(const Policy *p, const PeerCreds *id);
 
 size_t policy_n_rules(const Policy *p);
 size_t policy_n_files(const Policy *p);

@@ -15,7 +15,9 @@
  *     never yields ALLOW, not even by default;
  *   - no more rules than the text has "action" keys;
  *   - the drop-in reading of the same text decides exactly as the main file
- *     wherever a rule decides (a drop-in has no default: deny).
+ *     wherever a rule decides (a drop-in has no default: deny);
+ *   - brokers (who may pass descriptors): without a "brokers" key (and
+ *     without escapes) exactly uid 0, in the main file and the drop-in.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -155,6 +157,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
               count(text, "action"));
         bool no_allow = !strstr(text, "allow") && !strchr(text, '\\');
         check(!no_allow || policy_default(p) == DECISION_DENY, "default allow without 'allow'");
+        bool no_brokers = !strstr(text, "brokers") && !strchr(text, '\\');
+        for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                bool broker = policy_is_broker(p, &ids[i]);
+                check(!no_brokers || broker == (ids[i].uid == 0), "uid %u broker %d without 'brokers'",
+                      (unsigned) ids[i].uid, broker);
+        }
 
         /* The same text as a drop-in: no default, same rules. */
         Policy *dp = NULL;
@@ -168,6 +176,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 check(policy_builder_finish(b, &dp) == 0, "finish");
                 check(policy_n_rules(dp) == n_rules && n_rules == policy_n_rules(p), "%zu drop-in rules, %zu main",
                       n_rules, policy_n_rules(p));
+                for (size_t i = 0; i < ELEMENTSOF(ids); i++)
+                        check(policy_is_broker(dp, &ids[i]) == (ids[i].uid == 0), "a drop-in named brokers");
         } else {
                 check(r < 0 && ddiags.n_errors > 0, "drop-in parse = %d with %zu errors", r, ddiags.n_errors);
                 policy_builder_free(b);

@@ -852,7 +852,8 @@ static const struct {
         { "4294967296", "out of range" },
         { "9999999999", "out of range" },
         { "1-4294967295", "out of range" },
-        { "99999999999", "not a decimal id" },
+        { "99999999999", "out of range" },
+        { "00000000000000000004294967295", "out of range" },
         { "-1", "not a decimal id" },
         { "+5", "not a decimal id" },
         { " 5", "not a decimal id" },
@@ -1050,6 +1051,105 @@ START_TEST(test_unknown_name_in_allow_rule_warns) {
                 expect("a", CREDS_G(ids[k], ids[k], ids[k]), DENY, 0);
                 expect("b", CREDS_G(ids[k], ids[k], ids[k]), DENY, 0);
         }
+}
+END_TEST
+
+
+/* ------------------------------------------------------------------------
+ * Brokers: who may pass descriptors (settings.brokers)
+ */
+
+#define assert_broker(creds, want)                                                                                     \
+        ck_assert_msg(policy_is_broker(L.policy, &(PeerCreds){ creds }) == (want), "test line %d: broker status",     \
+                      __LINE__)
+
+static const char rules_a[] = "rules = ( { action = \"a\"; effect = \"allow\"; anyone = true; } );\n";
+
+START_TEST(test_brokers_default_root_only) {
+        load("%s", rules_a);
+        assert_loaded(0);
+        ck_assert(policy_is_broker(L.policy, &CREDS(0, 0)));
+        ck_assert(!policy_is_broker(L.policy, &CREDS(1000, 1000)));
+        /* Group 0 is not root: the default names uid 0 only. */
+        ck_assert(!policy_is_broker(L.policy, &CREDS_G(1000, 0, 0)));
+        ck_assert(!policy_is_broker(L.policy, &CREDS(65534, 65534)));
+        ck_assert(!policy_is_broker(NULL, &CREDS(0, 0)));
+}
+END_TEST
+
+START_TEST(test_brokers_by_id_name_and_group) {
+        load("settings = {\n"
+             "  brokers = { uids = [\"1000-1009\"]; users = [\"daemon\"]; gids = [\"4000000000\"]; groups = [\"adm\"]; };\n"
+             "};\n%s",
+             rules_a);
+        assert_loaded(0);
+        ck_assert(policy_is_broker(L.policy, &CREDS(1005, 1)));
+        ck_assert(policy_is_broker(L.policy, &CREDS(1, 1)));                   /* daemon */
+        ck_assert(policy_is_broker(L.policy, &CREDS_G(2000, 2000, 4)));        /* adm, supplementary */
+        ck_assert(policy_is_broker(L.policy, &CREDS(2000, 4000000000u)));     /* primary gid */
+        ck_assert(!policy_is_broker(L.policy, &CREDS(1010, 1010)));
+        /* Naming brokers replaces the default: root is not one unless listed. */
+        ck_assert(!policy_is_broker(L.policy, &CREDS(0, 0)));
+        /* Decisions are unchanged. */
+        expect("a", CREDS(0, 0), ALLOW, 4);
+}
+END_TEST
+
+START_TEST(test_brokers_empty_names_nobody) {
+        load("settings = { brokers = { }; };\n%s", rules_a);
+        assert_loaded(0);
+        static const uid_t ids[] = { 0, 1, 1000, 65534, 4294967294u };
+        for (size_t k = 0; k < ELEMENTSOF(ids); k++)
+                ck_assert(!policy_is_broker(L.policy, &CREDS_G(ids[k], ids[k], ids[k])));
+}
+END_TEST
+
+START_TEST(test_brokers_anyone_warns) {
+        load("settings = {\n  brokers = { anyone = true; };\n};\n%s", rules_a);
+        assert_loaded(1);
+        assert_warning(2, "anyone = true lets every local user pass descriptors");
+        ck_assert(policy_is_broker(L.policy, &CREDS(65534, 65534)));
+}
+END_TEST
+
+START_TEST(test_brokers_unknown_name_warns) {
+        load("settings = {\n  brokers = { users = [\"credgate-no-such-user\", \"root\"]; };\n};\n%s", rules_a);
+        assert_loaded(1);
+        assert_warning(2, "unknown user 'credgate-no-such-user' in 'brokers': this entry matches nobody");
+        ck_assert(policy_is_broker(L.policy, &CREDS(0, 0)));
+}
+END_TEST
+
+START_TEST(test_brokers_errors) {
+        load("settings = {\n  brokers = [\"root\"];\n};\n%s", rules_a);
+        assert_refused(1);
+        assert_error(2, "'brokers' must be a group");
+        load("settings = {\n  brokers = { user = [\"root\"]; };\n};\n%s", rules_a);
+        assert_refused(1);
+        assert_error(2, "unknown key 'user' in 'brokers'");
+        load("settings = {\n  brokers = { uids = [0]; };\n};\n%s", rules_a);
+        assert_refused(1);
+        assert_error(2, "must be quoted strings");
+        load("settings = {\n  brokers = { uids = [\"4294967295\"]; };\n};\n%s", rules_a);
+        assert_refused(1);
+        load("settings = {\n  brokers = { anyone = 1; };\n};\n%s", rules_a);
+        assert_refused(1);
+        assert_error(2, "'anyone' must be true or false");
+        load("settings = {\n  brokers = { uids = \"0\"; };\n};\n%s", rules_a);
+        assert_refused(1);
+}
+END_TEST
+
+START_TEST(test_brokers_builder_default_and_once) {
+        PolicyBuilder *b = policy_builder_new();
+        Policy *p = NULL;
+        ck_assert_ptr_nonnull(b);
+        ck_assert_int_eq(policy_builder_set_brokers(b, false, &(IdRange){ 5, 7 }, 1, NULL, 0), 0);
+        ck_assert_int_eq(policy_builder_set_brokers(b, true, NULL, 0, NULL, 0), -EEXIST);
+        ck_assert_int_eq(policy_builder_finish(b, &p), 0);
+        ck_assert(policy_is_broker(p, &CREDS(6, 6)));
+        ck_assert(!policy_is_broker(p, &CREDS(0, 0)));
+        policy_unref(p);
 }
 END_TEST
 
@@ -1462,6 +1562,17 @@ static Suite *policy_suite(void) {
         tcase_add_test(tc, test_group_names_primary_and_supplementary);
         tcase_add_test(tc, test_unknown_name_in_deny_rule_is_error);
         tcase_add_test(tc, test_unknown_name_in_allow_rule_warns);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("brokers");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_brokers_default_root_only);
+        tcase_add_test(tc, test_brokers_by_id_name_and_group);
+        tcase_add_test(tc, test_brokers_empty_names_nobody);
+        tcase_add_test(tc, test_brokers_anyone_warns);
+        tcase_add_test(tc, test_brokers_unknown_name_warns);
+        tcase_add_test(tc, test_brokers_errors);
+        tcase_add_test(tc, test_brokers_builder_default_and_once);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("index");
