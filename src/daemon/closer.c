@@ -2,12 +2,15 @@
 /*
  * Off-loop close(): see closer.h for why. The event loop appends fds to a
  * queue and wakes the thread only when it sleeps, so a busy loop pays one
- * mutex round trip per fd. Sockets get SO_LINGER switched off first, so a
- * lingering TCP socket does not even block this thread.
+ * mutex round trip per fd. Sockets get SO_LINGER switched off first, and
+ * while the thread closes, a per-thread timer interrupts it every
+ * CLOSER_INTERRUPT_MS, so no release that waits interruptibly (a lingering
+ * socket in flight, a tty draining) holds up the fds queued behind it.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -17,6 +20,7 @@
 #include "closer.h"
 
 #define CLOSER_BATCH 64
+#define CLOSER_INTERRUPT_MS 20
 
 struct Closer {
         pthread_t thread;
@@ -25,7 +29,28 @@ struct Closer {
         int *q;
         size_t n, cap;
         bool sleeping, stop;
+        _Atomic uint64_t busy_since; /* start of the close under way, 0 when none */
 };
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static int interrupt_signal(void) {
+        return SIGRTMIN + 2;
+}
+
+static void on_interrupt(int sig) {
+        /* Nothing to do: the signal only ends an interruptible wait. */
+}
+
+static void install_handler(void) {
+        struct sigaction sa = { .sa_handler = on_interrupt, .sa_flags = SA_RESTART };
+        sigemptyset(&sa.sa_mask);
+        (void) sigaction(interrupt_signal(), &sa, NULL);
+}
 
 static void close_now(int fd) {
         struct linger off = { .l_onoff = 0 };
@@ -34,10 +59,27 @@ static void close_now(int fd) {
         close(fd);
 }
 
+static void arm(timer_t t, bool has_timer, bool on) {
+        long ns = on ? CLOSER_INTERRUPT_MS * 1000000L : 0;
+        struct itimerspec its = { .it_value.tv_nsec = ns, .it_interval.tv_nsec = ns };
+        if (has_timer)
+                (void) timer_settime(t, 0, &its, NULL);
+}
+
 static void *run(void *p) {
         Closer *c = p;
         int *batch = NULL;
         size_t cap = 0;
+        timer_t timer;
+        sigset_t mask;
+
+        /* Created with every signal blocked; take only our own interrupt. */
+        sigemptyset(&mask);
+        sigaddset(&mask, interrupt_signal());
+        pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+        struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = interrupt_signal() };
+        sev._sigev_un._tid = gettid(); /* sigev_notify_thread_id, which glibc 2.36 does not name */
+        bool has_timer = timer_create(CLOCK_MONOTONIC, &sev, &timer) == 0;
 
         pthread_mutex_lock(&c->lock);
         for (;;) {
@@ -57,17 +99,27 @@ static void *run(void *p) {
                 batch = q;
                 cap = qcap;
                 pthread_mutex_unlock(&c->lock);
-                for (size_t i = 0; i < n; i++)
+                arm(timer, has_timer, true);
+                for (size_t i = 0; i < n; i++) {
+                        atomic_store_explicit(&c->busy_since, now_usec(), memory_order_relaxed);
                         close_now(batch[i]);
+                }
+                atomic_store_explicit(&c->busy_since, 0, memory_order_relaxed);
+                arm(timer, has_timer, false);
                 pthread_mutex_lock(&c->lock);
         }
         pthread_mutex_unlock(&c->lock);
+        if (has_timer)
+                timer_delete(timer);
         free(batch);
         return NULL;
 }
 
 int closer_new(Closer **ret) {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
         sigset_t all, old;
+
+        (void) pthread_once(&once, install_handler);
         Closer *c = calloc(1, sizeof(Closer));
         if (!c)
                 return -ENOMEM;
@@ -144,4 +196,11 @@ void closer_flush(Closer *c) {
         if (c->sleeping && c->n > 0)
                 pthread_cond_signal(&c->cond);
         pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t closer_busy_usec(const Closer *c, uint64_t now) {
+        if (!c)
+                return 0;
+        uint64_t since = atomic_load_explicit(&((Closer *) c)->busy_since, memory_order_relaxed);
+        return since && now > since ? now - since : 0;
 }

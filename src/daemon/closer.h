@@ -1,20 +1,32 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdint.h>
+
 typedef struct Closer Closer;
 
 /*
- * A thread that closes file descriptors for the event loop. The last
- * close() of a client-supplied fd runs whatever the file does on release:
- * a TCP socket with SO_LINGER waits for its peer, a FUSE file waits for its
- * server. Any local user can send us such an fd (or leave one unread in a
- * connection's queue), so such closes must never run on the event loop.
+ * A thread that closes file descriptors for the event loop. Closing can
+ * block in the kernel in two ways a client can arrange:
+ *
+ *   - releasing a file (its last reference gone) runs its release code: a
+ *     TCP socket with SO_LINGER and unsent data waits up to its linger
+ *     time. That includes files still in flight inside a socket we close
+ *     (queued SCM_RIGHTS messages are released with it). These waits are
+ *     interruptible: the thread sends itself a signal every
+ *     CLOSER_INTERRUPT_MS while it closes, which ends them.
+ *   - close() of a descriptor of a file on a FUSE mount sends FLUSH and
+ *     waits for the server, uninterruptibly, on every close. Nothing ends
+ *     that but the FUSE server, which is why the server takes descriptors
+ *     in only from brokers (see server.c) and gives their non-socket ones to
+ *     a closer of their own.
  *
  * Return: 0 and *ret, or -errno.
  */
 int closer_new(Closer **ret);
 
-/* Close every fd still queued (on this thread), stop the thread. Return: NULL. */
+/* Close every fd still queued (on this thread), stop the thread; gives up
+ * on a thread stuck in close() after a second. Return: NULL. */
 Closer *closer_free(Closer *c);
 
 /*
@@ -25,3 +37,6 @@ void closer_close(Closer *c, int fd);
 
 /* Wake the thread if anything is queued. */
 void closer_flush(Closer *c);
+
+/* How long (µs, CLOCK_MONOTONIC) the close running now has taken at @now; 0 when idle. */
+uint64_t closer_busy_usec(const Closer *c, uint64_t now);

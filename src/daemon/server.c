@@ -5,10 +5,24 @@
  * non-blocking sockets, and no per-client blocking anywhere, so no client
  * can hold up another.
  *
- * Connections live on an epoll instance of our own, watched by sd-event as
- * one source: sd-event dispatches one source per iteration with an
- * epoll_wait() each, while one wakeup here serves a whole batch of ready
- * connections.
+ * Connections live on an epoll instance of our own (edge-triggered), watched
+ * by sd-event as one source. A connection that has something to read or
+ * requests held back waits in its uid's run queue, and each turn of the loop
+ * serves every uid with work a bounded share (uidsched.c): a user with a
+ * thousand pipelining connections delays another user by one share, not by
+ * a pass over all its connections. Work left over is served on the next
+ * turn, after the timers, the listeners and new readiness had theirs.
+ *
+ * Descriptors: only clients the policy names as brokers may pass them
+ * (CHECK-PEER). Everyone else is read without room for descriptors, so
+ * none is ever installed here: close() of a file on a FUSE mount waits for
+ * its server uninterruptibly, on every close, and a file that was never
+ * ours is never closed by us. Where the kernel has SO_PASSRIGHTS (6.16)
+ * it refuses their descriptors outright. Elsewhere a queued message with
+ * descriptors is first looked at with MSG_PEEK (which reports MSG_CTRUNC
+ * and consumes nothing): the lines before it are answered, then the
+ * connection ends in an ERR and is closed by a helper thread, which is
+ * where the kernel releases those files (closer.h).
  *
  * Request timeouts use one timer for all connections: every connection's
  * deadline is "last request + timeout", so keeping the connections in a list
@@ -23,7 +37,6 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <poll.h>
-#include <search.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,25 +51,40 @@
 #include "macro.h"
 #include "peercred.h"
 #include "reload.h"
+#include "uidsched.h"
 #include "server.h"
 
-#define READ_CHUNK (16 * 1024)
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83 /* Linux 6.16: refuse SCM_RIGHTS on this socket */
+#endif
+
+#define READ_CHUNK (4 * 1024) /* one read; what a turn does not handle waits in the session */
+#define TURN_BUDGET 1024      /* request lines (and reads) per turn, shared by the uids with work */
+#define SHARE_MIN 64          /* ... but at least this much for each */
+#define CONN_SHARE 64         /* at most this much for one connection at a time */
 #define ACCEPT_BURST 64
 #define ACCEPT_PAUSE_USEC (100 * 1000) /* after EMFILE/ENFILE */
 #define STATUS_INTERVAL_USEC (2 * UINT64_C(1000000))
 #define USEC_PER_SEC UINT64_C(1000000)
-#define SCM_MAX_FD 253 /* the most fds the kernel passes in one message */
+#define STUCK_USEC USEC_PER_SEC /* a close taking longer is reported */
+#define SCM_MAX_FD 253          /* the most fds the kernel passes in one message */
 #define EPOLL_BATCH 256
-#define EPOLL_ROUNDS 4 /* batches per wakeup before the timers get a turn */
+#define EPOLL_ROUNDS 16    /* batches collected per turn */
 #define TRIM_MIN_CONNS 256 /* see on_status() */
 
 typedef struct Conn Conn;
 struct Conn {
         Server *server;
         Conn *prev, *next; /* in s->conns, oldest activity first */
+        SchedNode node;    /* first: conn_of() */
         uint32_t events;   /* what the epoll instance watches for */
         int fd;
-        bool eof;
+        bool eof;          /* read to the end: the socket's queue is empty */
+        bool readable;     /* the socket may have bytes we have not read */
+        bool hup;          /* the peer shut down: read on to EOF, short reads or not */
+        bool passrights_off; /* the kernel refuses descriptors on this socket (SO_PASSRIGHTS) */
+        bool fd_clean;     /* ... and none queued before that is left: plain reads */
+        bool poisoned;     /* descriptors from a non-broker wait in the queue: read no more */
         uint64_t deadline;
         Session session;
 };
@@ -66,11 +94,6 @@ typedef struct Listener {
         sd_event_source *src;
 } Listener;
 
-typedef struct UidCount {
-        uint32_t uid;
-        uint32_t n;
-} UidCount;
-
 struct Server {
         ServerConfig cfg;
         Settings settings; /* effective: file settings with command-line overrides */
@@ -79,16 +102,19 @@ struct Server {
         Listener *listeners;
         size_t n_listeners;
         int epfd; /* the connections' epoll instance */
-        sd_event_source *epoll_src;
+        sd_event_source *epoll_src, *work_src;
         char *unlink_path;
         Conn *head, *tail;
         unsigned n_conns;
-        void *uids; /* tsearch() tree of UidCount */
+        Sched sched;
         bool accepting, fd_exhausted, activated;
+        bool passrights; /* the kernel has SO_PASSRIGHTS (and no test asked us to ignore it) */
         bool timeout_armed; /* timeout_timer is on (a oneshot: on_timeout re-arms it) */
         sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
         Reloader *reloader;
-        Closer *closer;
+        Closer *sock_closer; /* connection sockets and brokers' sockets: never stuck for long */
+        Closer *file_closer; /* brokers' other descriptors: may be stuck for good (FUSE) */
+        uint64_t stuck_usec;  /* how long a close has been stuck, as last reported */
         bool reload_pending; /* SIGHUP while a reload ran: files may have changed since */
         Audit *audit;
         char *reload_error; /* first error of the last failed reload, for STATUS= */
@@ -107,17 +133,27 @@ static uint64_t now_usec(Server *s) {
 
 static void update_status(Server *s) {
         const Stats *t = &s->stats;
+        char stuck[96] = "";
+
+        if (s->stuck_usec > 0)
+                snprintf(stuck, sizeof(stuck), "; a descriptor close has been stuck for %" PRIu64 " s",
+                         s->stuck_usec / USEC_PER_SEC);
         (void) sd_notifyf(0,
                           "STATUS=%s%s%s%zu rules from %zu files; requests %" PRIu64 " (allowed %" PRIu64
-                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections",
+                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections%s",
                           s->reload_error ? "reload failed: " : "", s->reload_error ? s->reload_error : "",
                           s->reload_error ? "; serving " : "serving ", policy_n_rules(s->policy),
-                          policy_n_files(s->policy), t->requests, t->allowed, t->denied, t->errors, s->n_conns);
+                          policy_n_files(s->policy), t->requests, t->allowed, t->denied, t->errors, s->n_conns,
+                          stuck);
         s->stats_reported = s->stats;
         s->conns_reported = s->n_conns;
 }
 
 /* ---- connection bookkeeping ------------------------------------------- */
+
+static Conn *conn_of(SchedNode *n) {
+        return (Conn *) ((char *) n - offsetof(Conn, node));
+}
 
 static void conn_unlink(Server *s, Conn *c) {
         if (c->prev)
@@ -166,47 +202,6 @@ static void conn_touch(Conn *c) {
                 arm_timeout(s);
 }
 
-static int cmp_uid(const void *a, const void *b) {
-        uint32_t x = ((const UidCount *) a)->uid, y = ((const UidCount *) b)->uid;
-        return x < y ? -1 : x > y;
-}
-
-/* Count a connection for @uid unless it is at its quota. Return: true if counted. */
-static bool uid_acquire(Server *s, uint32_t uid) {
-        UidCount key = { .uid = uid };
-        UidCount **found = tfind(&key, &s->uids, cmp_uid);
-        if (found) {
-                if ((*found)->n >= s->settings.max_connections_per_uid)
-                        return false;
-                (*found)->n++;
-                return true;
-        }
-        if (s->settings.max_connections_per_uid < 1)
-                return false;
-        UidCount *u = malloc(sizeof(UidCount));
-        if (!u)
-                return false;
-        *u = (UidCount){ .uid = uid, .n = 1 };
-        UidCount **ins = tsearch(u, &s->uids, cmp_uid);
-        if (!ins || *ins != u) {
-                free(u);
-                return false;
-        }
-        return true;
-}
-
-static void uid_release(Server *s, uint32_t uid) {
-        UidCount key = { .uid = uid };
-        UidCount **found = tfind(&key, &s->uids, cmp_uid);
-        if (!found)
-                return;
-        if (--(*found)->n == 0) {
-                UidCount *u = *found;
-                tdelete(&key, &s->uids, cmp_uid);
-                free(u);
-        }
-}
-
 /* Listen when below max_connections and not out of fds; else leave clients in the backlog. */
 static void update_accepting(Server *s) {
         bool on = !s->fd_exhausted && s->n_conns < s->settings.max_connections;
@@ -230,18 +225,19 @@ static void conn_free(Conn *c) {
         Server *s = c->server;
 
         conn_unlink(s, c);
+        sched_detach(&s->sched, &c->node);
         s->n_conns--;
-        uid_release(s, (uint32_t) c->session.creds.uid);
         if (c->eof)
                 /* Read to EOF: the queue is empty, so no client fd can be
                  * released with the socket, and close() cannot block. (It
                  * also drops the epoll registration.) */
                 close(c->fd);
         else {
-                /* Unread fds queued on the socket are released with it:
-                 * the closer closes it later, so unregister it now. */
+                /* Files queued unread on the socket are released with it,
+                 * and releasing one may wait (closer.h): the closer closes
+                 * it, so unregister it now. */
                 (void) epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-                closer_close(s->closer, c->fd);
+                closer_close(s->sock_closer, c->fd);
         }
         session_done(&c->session);
         free(c);
@@ -253,6 +249,18 @@ static void conn_free(Conn *c) {
         update_accepting(s);
         if (s->n_conns == 0)
                 update_idle(s);
+}
+
+/* Make the kernel refuse descriptors on @c (SO_PASSRIGHTS), or take them again (broker). */
+static void conn_set_broker(Conn *c, bool broker) {
+        Server *s = c->server;
+        int on = broker;
+
+        c->session.broker = broker;
+        if (s->passrights)
+                c->passrights_off = setsockopt(c->fd, SOL_SOCKET, SO_PASSRIGHTS, &on, sizeof(on)) == 0 && !broker;
+        /* What was queued before may still carry descriptors: peek again. */
+        c->fd_clean = false;
 }
 
 /* ---- connection I/O ---------------------------------------------------- */
@@ -273,40 +281,40 @@ static int conn_flush(Conn *c) {
         return 0;
 }
 
-/* Decide what to wait for next, or close. Return: false when @c was freed. */
+static bool conn_has_work(const Conn *c) {
+        const Session *ss = &c->session;
+        if (ss->closing)
+                return false;
+        if (session_has_backlog(ss))
+                return session_pending(ss) < SESSION_OUT_HIGH;
+        return c->readable && !c->eof && !c->poisoned && session_wants_input(ss);
+}
+
+/*
+ * After anything happened on @c: send what is owed, close when done, watch
+ * for writability only while replies wait, and queue it for a turn when it
+ * has work. Return: false when @c was freed.
+ */
 static bool conn_update(Conn *c) {
         Session *ss = &c->session;
         Server *s = c->server;
 
-        for (;;) {
-                if (conn_flush(c) < 0) {
-                        conn_free(c);
-                        return false;
-                }
-                /* Requests held back by back-pressure go first once there is room. */
-                if (session_pending(ss) >= SESSION_OUT_HIGH || !session_has_backlog(ss))
-                        break;
-                int r = session_feed(ss, s->policy, &s->stats, NULL, 0, NULL, 0, false);
-                if (r < 0) {
-                        conn_free(c);
-                        return false;
-                }
-                if (r > 0)
-                        conn_touch(c);
+        if (conn_flush(c) < 0) {
+                conn_free(c);
+                return false;
         }
-
+        /* Descriptors from a non-broker sit in the queue after the bytes we
+         * took: once the lines before them are answered, refuse the rest. */
+        if (c->poisoned && !ss->closing && !session_has_backlog(ss)) {
+                (void) session_fail(ss, PROTO_BAD_PEER_FD, &s->stats);
+                (void) conn_flush(c);
+        }
         bool pending = session_pending(ss) > 0;
         if (!pending && (ss->closing || c->eof)) {
                 conn_free(c);
                 return false;
         }
-        uint32_t events = (pending ? EPOLLOUT : 0) | (!c->eof && session_wants_input(ss) ? EPOLLIN : 0);
-        if (events == 0) {
-                /* Nothing to send and nothing we want to read: cannot happen,
-                 * but a connection must never hang without a way out. */
-                conn_free(c);
-                return false;
-        }
+        uint32_t events = EPOLLIN | EPOLLRDHUP | EPOLLET | (pending ? EPOLLOUT : 0);
         if (events != c->events) {
                 struct epoll_event ev = { .events = events, .data.ptr = c };
                 if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
@@ -315,17 +323,18 @@ static bool conn_update(Conn *c) {
                 }
                 c->events = events;
         }
+        if (conn_has_work(c))
+                sched_push(&s->sched, &c->node);
         return true;
 }
 
 /*
- * Read with recvmsg() and a control buffer: fds a client attaches to any
- * line are received here and handed to the session, which closes every one;
- * none can linger in the daemon. Return: bytes read, 0 at EOF, or -errno.
+ * A broker's read, with room for every fd the kernel can pass: fds that do
+ * not fit would be released by the kernel inside recvmsg(), on this
+ * thread. They go to the session, which closes every one (through the
+ * closers). Return: bytes read, 0 at EOF, or -errno.
  */
-static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
-        /* Room for every fd the kernel can pass: fds that do not fit would be
-         * released by the kernel inside recvmsg(), on this thread. */
+static ssize_t recv_with_fds(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
         union {
                 struct cmsghdr h;
                 char buf[CMSG_SPACE(sizeof(int) * SCM_MAX_FD)];
@@ -333,8 +342,6 @@ static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
         struct iovec iov = { .iov_base = c->server->buf, .iov_len = sizeof(c->server->buf) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
 
-        *n_fds = 0;
-        *truncated = false;
         ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0)
                 return -errno;
@@ -348,7 +355,7 @@ static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
                         if (*n_fds < SESSION_MAX_FDS)
                                 fds[(*n_fds)++] = fd;
                         else {
-                                closer_close(c->server->closer, fd);
+                                c->session.hooks->close_fd(c->server, fd);
                                 *truncated = true;
                         }
                 }
@@ -359,53 +366,135 @@ static ssize_t conn_recv(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
         return n;
 }
 
-static void on_conn_io(Conn *c, uint32_t revents) {
-        Server *s = c->server;
+/* A read with no room for descriptors. Return: bytes, 0 at EOF, or -errno. */
+static ssize_t recv_plain(Conn *c, size_t len, int flags, bool *ctrunc) {
+        struct iovec iov = { .iov_base = c->server->buf, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-        if ((revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->eof && session_wants_input(&c->session)) {
+        ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | flags);
+        if (n < 0)
+                return -errno;
+        *ctrunc = mh.msg_flags & MSG_CTRUNC;
+        return n;
+}
+
+/*
+ * Read what @c sent into s->buf, never installing a descriptor of a client
+ * that is no broker (see the top of this file). Return: bytes read, 0 at
+ * EOF, or -errno (-EAGAIN when there is nothing).
+ */
+static ssize_t conn_read(Conn *c, int *fds, size_t *n_fds, bool *truncated) {
+        bool ctrunc = false;
+        ssize_t n;
+
+        *n_fds = 0;
+        *truncated = false;
+        if (c->session.broker)
+                return recv_with_fds(c, fds, n_fds, truncated);
+        if (c->fd_clean) {
+                /* The kernel refuses descriptors here: none can come (one in
+                 * flight across the switch would be dropped, and refused). */
+                n = recv_plain(c, READ_CHUNK, 0, &ctrunc);
+                *truncated = ctrunc;
+                return n;
+        }
+        /* A peek stops after the first message that carries descriptors and
+         * reports them (MSG_CTRUNC) without taking them: the bytes up to it
+         * are safe to consume, that message is not. */
+        n = recv_plain(c, READ_CHUNK, MSG_PEEK, &ctrunc);
+        if (n <= 0)
+                return n;
+        if (ctrunc) {
+                c->poisoned = true;
+                *truncated = true;
+                return n;
+        }
+        ssize_t m = recv_plain(c, (size_t) n, 0, &ctrunc);
+        if (m < 0 || ctrunc)
+                return m < 0 ? m : -EIO;
+        /* A short read saw the queue drained: with SO_PASSRIGHTS set before,
+         * nothing queued can carry descriptors any more. */
+        if (c->passrights_off && (size_t) m < READ_CHUNK)
+                c->fd_clean = true;
+        return m;
+}
+
+/* Serve @c for at most @max request lines (sched_turn's callback). Return: what it used. */
+static unsigned conn_serve(SchedNode *node, unsigned max, void *userdata) {
+        Conn *c = conn_of(node);
+        Server *s = userdata;
+        Session *ss = &c->session;
+        int r = 0;
+
+        if (session_has_backlog(ss)) {
+                if (session_pending(ss) < SESSION_OUT_HIGH)
+                        r = session_feed_max(ss, s->policy, &s->stats, NULL, 0, NULL, 0, false, max);
+        } else if (conn_has_work(c)) {
                 int fds[SESSION_MAX_FDS];
                 size_t n_fds;
                 bool truncated;
-                ssize_t n = conn_recv(c, fds, &n_fds, &truncated);
-                if (n < 0 && n != -EAGAIN && n != -EINTR) {
+                ssize_t n = conn_read(c, fds, &n_fds, &truncated);
+                if (n == -EAGAIN || n == -EINTR)
+                        c->readable = false;
+                else if (n < 0) {
                         conn_free(c);
-                        return;
-                }
-                if (n == 0) {
+                        return 1;
+                } else if (n == 0)
                         c->eof = true;
-                        for (size_t i = 0; i < n_fds; i++)
-                                closer_close(s->closer, fds[i]);
+                else {
+                        /* A short read drained the socket (more brings a new edge),
+                         * unless it stopped after a message with descriptors. */
+                        if (((size_t) n < READ_CHUNK && n_fds == 0 && !truncated && !c->hup) || c->poisoned)
+                                c->readable = false;
+                        r = session_feed_max(ss, s->policy, &s->stats, s->buf, (size_t) n, fds, n_fds, truncated,
+                                             max);
                 }
-                if (n > 0) {
-                        int r = session_feed(&c->session, s->policy, &s->stats, s->buf, (size_t) n, fds, n_fds,
-                                             truncated);
-                        if (r < 0) {
-                                conn_free(c);
-                                return;
-                        }
-                        if (r > 0)
-                                conn_touch(c);
-                }
-        } else if ((revents & (EPOLLHUP | EPOLLERR)) && !(revents & EPOLLOUT)) {
-                conn_free(c);
-                return;
         }
+        if (r < 0) {
+                conn_free(c);
+                return 1;
+        }
+        if (r > 0)
+                conn_touch(c);
+        (void) conn_update(c);
+        return r > 0 ? (unsigned) r : 1;
+}
+
+static void on_conn_event(Conn *c, uint32_t revents) {
+        if (revents & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                c->readable = true;
+        if (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                c->hup = true;
+        /* conn_update() flushes (EPOLLOUT), notices a dead peer (the send
+         * fails) and queues the connection when it can read. */
         (void) conn_update(c);
 }
 
-/* The epoll instance has ready connections: serve a batch (or a few). */
-static int on_conns(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
-        Server *s = userdata;
+/* One turn: take in new readiness, then give every uid with work its share. */
+static void run_turn(Server *s) {
         struct epoll_event evs[EPOLL_BATCH];
 
         for (int round = 0; round < EPOLL_ROUNDS; round++) {
                 int n = epoll_wait(s->epfd, evs, EPOLL_BATCH, 0);
                 for (int i = 0; i < n; i++)
-                        on_conn_io(evs[i].data.ptr, evs[i].events);
+                        on_conn_event(evs[i].data.ptr, evs[i].events);
                 if (n < EPOLL_BATCH)
                         break;
         }
-        closer_flush(s->closer);
+        sched_turn(&s->sched, TURN_BUDGET, SHARE_MIN, CONN_SHARE, conn_serve, s);
+        /* Work left: come back after the other sources had their turn. */
+        (void) sd_event_source_set_enabled(s->work_src, s->sched.n_active > 0 ? SD_EVENT_ONESHOT : SD_EVENT_OFF);
+        closer_flush(s->sock_closer);
+        closer_flush(s->file_closer);
+}
+
+static int on_conns(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        run_turn(userdata);
+        return 0;
+}
+
+static int on_work(sd_event_source *src, void *userdata) {
+        run_turn(userdata);
         return 0;
 }
 
@@ -414,12 +503,19 @@ static void send_error_and_close(Server *s, int fd, ProtoError e) {
         char line[64];
         int n = snprintf(line, sizeof(line), "ERR %s\n", proto_error_name(e));
         (void) send(fd, line, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        closer_close(s->closer, fd);
+        /* Unread, it may hold a client's files: they are released with it. */
+        closer_close(s->sock_closer, fd);
 }
 
+/* fds a broker passed: sockets cannot block close() for good, other files can. */
 static void on_close_fd(void *userdata, int fd) {
         Server *s = userdata;
-        closer_close(s->closer, fd);
+        int type;
+        socklen_t l = sizeof(type);
+
+        /* getsockopt() fails with ENOTSOCK without touching the file. */
+        bool sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0;
+        closer_close(sock ? s->sock_closer : s->file_closer, fd);
 }
 
 static void on_decision(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
@@ -431,6 +527,7 @@ static void on_decision(void *userdata, const char *action, const Verdict *v, co
 
 static void accept_one(Server *s, int fd) {
         PeerCreds creds = {};
+        int r;
 
         /* Identity comes from the kernel only, read once, here. */
         if (peer_creds_read_accepted(fd, &creds) < 0) {
@@ -438,18 +535,22 @@ static void accept_one(Server *s, int fd) {
                 send_error_and_close(s, fd, PROTO_NO_CREDENTIALS);
                 return;
         }
-        /* uid 0 counts like any uid: one user must not starve the others. */
-        if (!uid_acquire(s, (uint32_t) creds.uid)) {
-                s->stats.errors++;
-                peer_creds_done(&creds);
-                send_error_and_close(s, fd, PROTO_TOO_MANY_CONNECTIONS);
-                return;
-        }
         Conn *c = calloc(1, sizeof(Conn));
         if (!c) {
-                uid_release(s, (uint32_t) creds.uid);
                 peer_creds_done(&creds);
-                closer_close(s->closer, fd);
+                closer_close(s->sock_closer, fd);
+                return;
+        }
+        /* uid 0 counts like any uid: one user must not starve the others. */
+        r = sched_attach(&s->sched, &c->node, (uint32_t) creds.uid, s->settings.max_connections_per_uid);
+        if (r < 0) {
+                free(c);
+                peer_creds_done(&creds);
+                if (r == -EUSERS) {
+                        s->stats.errors++;
+                        send_error_and_close(s, fd, PROTO_TOO_MANY_CONNECTIONS);
+                } else
+                        closer_close(s->sock_closer, fd);
                 return;
         }
         c->server = s;
@@ -457,12 +558,17 @@ static void accept_one(Server *s, int fd) {
         session_init(&c->session, &creds);
         c->session.hooks = &s->hooks;
         c->session.userdata = s;
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-        c->events = EPOLLIN;
+        bool broker = policy_is_broker(s->policy, &c->session.creds);
+        if (!broker)
+                conn_set_broker(c, false);
+        else
+                c->session.broker = true;
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c };
+        c->events = ev.events;
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                uid_release(s, (uint32_t) c->session.creds.uid);
+                sched_detach(&s->sched, &c->node);
                 session_done(&c->session);
-                closer_close(s->closer, fd);
+                closer_close(s->sock_closer, fd);
                 free(c);
                 return;
         }
@@ -473,6 +579,15 @@ static void accept_one(Server *s, int fd) {
         conn_touch(c);
         if (s->n_conns == 1)
                 update_idle(s);
+}
+
+/* After a reload: who is a broker follows the new policy, also on open connections. */
+static void reassess_brokers(Server *s) {
+        for (Conn *c = s->head; c; c = c->next) {
+                bool broker = policy_is_broker(s->policy, &c->session.creds);
+                if (broker != c->session.broker)
+                        conn_set_broker(c, broker);
+        }
 }
 
 static int on_resume(sd_event_source *src, uint64_t usec, void *userdata) {
@@ -506,7 +621,7 @@ static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userd
                 }
                 break;
         }
-        closer_flush(s->closer);
+        closer_flush(s->sock_closer);
         return 0;
 }
 
@@ -524,7 +639,7 @@ static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
                 conn_free(c);
         }
         arm_timeout(s);
-        closer_flush(s->closer);
+        closer_flush(s->sock_closer);
         return 0;
 }
 
@@ -555,7 +670,24 @@ static int on_idle(sd_event_source *src, uint64_t usec, void *userdata) {
 static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
         Server *s = userdata;
 
-        if (memcmp(&s->stats, &s->stats_reported, sizeof(Stats)) != 0 || s->n_conns != s->conns_reported)
+        /* A close that does not return (a broker passed a file of a hung
+         * FUSE server) must show; the loop itself is never held up by it. */
+        uint64_t now = now_usec(s), stuck = closer_busy_usec(s->file_closer, now);
+        uint64_t stuck2 = closer_busy_usec(s->sock_closer, now);
+        if (stuck2 > stuck)
+                stuck = stuck2;
+        stuck = stuck >= STUCK_USEC ? stuck : 0;
+        if (stuck > 0 && s->stuck_usec == 0)
+                log_warning("closing a descriptor a broker passed has not returned for %" PRIu64
+                            " s (a file whose close() waits, such as one on a hung FUSE mount); "
+                            "the daemon keeps serving",
+                            stuck / USEC_PER_SEC);
+        else if (stuck == 0 && s->stuck_usec > 0)
+                log_info("the stuck descriptor close has returned");
+        bool stuck_changed = stuck / USEC_PER_SEC != s->stuck_usec / USEC_PER_SEC;
+        s->stuck_usec = stuck;
+        if (stuck_changed || memcmp(&s->stats, &s->stats_reported, sizeof(Stats)) != 0 ||
+            s->n_conns != s->conns_reported)
                 update_status(s);
         audit_flush(s->audit, usec);
         /* After many connections closed, give their memory back: glibc only
@@ -619,6 +751,7 @@ static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settin
                 s->policy = p;
                 s->reload_error = mfree(s->reload_error);
                 apply_settings(s, settings);
+                reassess_brokers(s);
                 log_info("reloaded: %zu rules from %zu files", policy_n_rules(p), policy_n_files(p));
         }
         update_status(s);
@@ -642,6 +775,22 @@ static int on_sighup(sd_event_source *src, const struct signalfd_siginfo *si, vo
 }
 
 /* ---- setup --------------------------------------------------------------- */
+
+/* Can the kernel refuse descriptors per socket (SO_PASSRIGHTS, Linux 6.16)?
+ * CREDGATED_NO_PASSRIGHTS=1 makes us act as without, for the tests. */
+static bool passrights_supported(void) {
+        const char *e = getenv("CREDGATED_NO_PASSRIGHTS");
+        int p[2], off = 0;
+
+        if (e && strcmp(e, "1") == 0)
+                return false;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
+                return false;
+        bool ok = setsockopt(p[0], SOL_SOCKET, SO_PASSRIGHTS, &off, sizeof(off)) == 0;
+        close(p[0]);
+        close(p[1]);
+        return ok;
+}
 
 static int add_timer(Server *s, sd_event_source **ret, sd_event_time_handler_t cb) {
         int r = sd_event_add_time(s->event, ret, CLOCK_MONOTONIC, 0, 0, cb, s);
@@ -669,15 +818,25 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         r = audit_new(cfg->log_target, settings->log, &s->audit);
         if (r < 0)
                 return r;
-        r = closer_new(&s->closer);
-        if (r < 0)
+        if ((r = closer_new(&s->sock_closer)) < 0 || (r = closer_new(&s->file_closer)) < 0)
                 return r;
+        s->passrights = passrights_supported();
         s->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (s->epfd < 0)
                 return -errno;
         r = sd_event_add_io(s->event, &s->epoll_src, s->epfd, EPOLLIN, on_conns, s);
         if (r < 0)
                 return r;
+        r = sd_event_add_defer(s->event, &s->work_src, on_work, s);
+        if (r < 0)
+                return r;
+        /* Below everything else: sd-event dispatches one pending source at a
+         * time, highest priority first, so the listeners, timers and signals
+         * always get their turn between ours. */
+        r = sd_event_source_set_priority(s->work_src, SD_EVENT_PRIORITY_IDLE);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(s->work_src, SD_EVENT_OFF);
 
         sigset_t mask;
         sigemptyset(&mask);
@@ -763,11 +922,13 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->resume_timer);
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->status_timer);
-        tdestroy(s->uids, free);
+        sched_done(&s->sched);
+        sd_event_source_disable_unref(s->work_src);
         sd_event_source_disable_unref(s->epoll_src);
         if (s->epfd >= 0)
                 close(s->epfd);
-        closer_free(s->closer);
+        closer_free(s->sock_closer);
+        closer_free(s->file_closer);
         audit_free(s->audit);
         free(s->reload_error);
         sd_event_unref(s->event);

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ const char *proto_error_name(ProtoError e) {
                 return "bad-peer-fd";
         case PROTO_TOO_MANY_CONNECTIONS:
                 return "too-many-connections";
+        case PROTO_NOT_A_BROKER:
+                return "not-a-broker";
         }
         return "bad-request";
 }
@@ -282,6 +285,13 @@ static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, si
                         release_fd(s, fd);
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
         }
+        /* Only brokers the policy names may hand us descriptors; the server
+         * does not even take them in from anyone else. */
+        if (req.type == REQ_CHECK_PEER && !s->broker) {
+                if (fd >= 0)
+                        release_fd(s, fd);
+                return session_fail(s, PROTO_NOT_A_BROKER, stats);
+        }
         stats->requests++;
         switch (req.type) {
         case REQ_CHECK:
@@ -296,11 +306,12 @@ static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, si
         return session_fail(s, PROTO_BAD_REQUEST, stats);
 }
 
-/* Handle complete lines in buf[0..n); return how many bytes were used. */
-static size_t handle_buffer(Session *s, const Policy *p, Stats *stats, char *buf, size_t n, int *count) {
+/* Handle complete lines in buf[0..n), up to @max in all; return how many bytes were used. */
+static size_t handle_buffer(Session *s, const Policy *p, Stats *stats, char *buf, size_t n, int *count,
+                            unsigned max) {
         size_t used = 0;
 
-        while (!s->closing && used < n && session_pending(s) < SESSION_OUT_HIGH) {
+        while (!s->closing && used < n && session_pending(s) < SESSION_OUT_HIGH && (unsigned) *count < max) {
                 size_t left = n - used, scan = left < LINE_MAX_BYTES ? left : LINE_MAX_BYTES;
                 char *nl = memchr(buf + used, '\n', scan);
                 if (!nl) {
@@ -343,7 +354,7 @@ static int add_fds(Session *s, Stats *stats, uint64_t at, const int *fds, size_t
 }
 
 static int feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
-                bool truncated) {
+                bool truncated, unsigned max) {
         int count = 0;
 
         if (s->closing) {
@@ -364,7 +375,7 @@ static int feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n,
 
         if (s->n_in == 0) {
                 /* Fast path: handle straight from the caller's buffer, keep the rest. */
-                size_t used = handle_buffer(s, p, stats, data, n, &count);
+                size_t used = handle_buffer(s, p, stats, data, n, &count, max);
                 if (!s->closing && used < n) {
                         s->in = malloc(n - used);
                         if (!s->in)
@@ -384,7 +395,7 @@ static int feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n,
                 s->n_in += n;
         }
 
-        size_t used = handle_buffer(s, p, stats, s->in, s->n_in, &count);
+        size_t used = handle_buffer(s, p, stats, s->in, s->n_in, &count, max);
         if (s->closing)
                 return count;
         memmove(s->in, s->in + used, s->n_in - used);
@@ -398,9 +409,14 @@ static int feed(Session *s, const Policy *p, Stats *stats, char *data, size_t n,
 
 int session_feed(Session *s, Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
                  bool truncated) {
-        /* Requests held back by back-pressure were received under the policy
-         * of that moment: answer them with it, even after a reload. */
-        int r = feed(s, s->held_policy ? s->held_policy : p, stats, data, n, fds, n_fds, truncated);
+        return session_feed_max(s, p, stats, data, n, fds, n_fds, truncated, UINT_MAX);
+}
+
+int session_feed_max(Session *s, Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+                     bool truncated, unsigned max) {
+        /* Requests held back (by back-pressure or by @max) were received under
+         * the policy of that moment: answer them with it, even after a reload. */
+        int r = feed(s, s->held_policy ? s->held_policy : p, stats, data, n, fds, n_fds, truncated, max);
         bool backlog = session_has_backlog(s);
         if (backlog && !s->held_policy)
                 s->held_policy = policy_ref(p);

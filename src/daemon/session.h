@@ -31,6 +31,7 @@ typedef enum ProtoError {
         PROTO_NO_CREDENTIALS,
         PROTO_BAD_PEER_FD,
         PROTO_TOO_MANY_CONNECTIONS,
+        PROTO_NOT_A_BROKER,
 } ProtoError;
 
 typedef struct Request {
@@ -67,6 +68,7 @@ typedef struct Session {
         char *out; /* replies not yet sent: out[out_off..n_out) */
         size_t out_off, n_out, cap_out;
         bool closing; /* an ERR is queued: flush, then close; ignore further input */
+        bool broker;  /* the policy names this client a broker: it may send CHECK-PEER */
         uint64_t pos;      /* stream offset of in[0] (of the next unhandled byte) */
         FdGroup *fdg;      /* received fds not yet handed to a line, oldest first */
         unsigned n_fdg;
@@ -86,7 +88,8 @@ const char *proto_error_name(ProtoError e);
  */
 ProtoError proto_parse(char *line, size_t len, Request *ret);
 
-/* Take ownership of @creds (moved; *creds is zeroed). */
+/* Take ownership of @creds (moved; *creds is zeroed). The session is not a
+ * broker until the caller sets s->broker. */
 void session_init(Session *s, PeerCreds *creds);
 void session_done(Session *s);
 
@@ -108,6 +111,15 @@ void session_done(Session *s);
  */
 int session_feed(Session *s, Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
                  bool truncated);
+
+/*
+ * As session_feed(), but handle at most @max request lines (a bad line that
+ * ends the session counts as one); complete lines beyond them are kept as a
+ * backlog (session_has_backlog()) for a later call with n = 0. This is how
+ * the server gives each connection a bounded share of a turn.
+ */
+int session_feed_max(Session *s, Policy *p, Stats *stats, char *data, size_t n, const int *fds, size_t n_fds,
+                     bool truncated, unsigned max);
 
 /* Queue "ERR <reason>" and start closing. Return: 0 or -ENOMEM. */
 int session_fail(Session *s, ProtoError e, Stats *stats);

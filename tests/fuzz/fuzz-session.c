@@ -10,7 +10,9 @@
  * allow (one action for one uid), every fd handed to the session must be
  * closed exactly once, and the statistics must match the replies.
  *
- * Input: byte 0 = flags (bits 0-1 identity, bit 2 time out at the end),
+ * Input: byte 0 = flags (bits 0-1 identity, bit 2 time out at the end, bit 3
+ * the client is no broker, bit 4 serve at most 1 + bits 5-7 requests per call
+ * as the server's fair turns do),
  * byte 1 = number of control bytes, then the control bytes, then the bytes
  * the client sends. Each control byte is one read: bits 0-3 its length
  * (table below), bits 4-5 its fds (none, one connected socket, one
@@ -18,6 +20,12 @@
  * sockets instead of /dev/null, bit 7 truncated), bit 6 leave the replies
  * unread, bit 7 reload (switch policies) before the read. When the control
  * bytes run out, the rest is one read.
+ *
+ * A client that is no broker is driven as server.c drives it: its reads have
+ * no room for fds, so a read that came with some hands the session none,
+ * only "truncated"; nothing after that read is fed, and once the lines before
+ * it are answered the connection ends in ERR bad-peer-fd unless it already
+ * ended.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -116,6 +124,7 @@ typedef struct Model {
         Group groups[4];
         unsigned n_groups;
         bool closed;
+        bool broker;
         Buf out;
         Buf whoami; /* the CREDS line, made once */
         const PeerCreds *creds;
@@ -179,6 +188,8 @@ static void model_line(Model *m, const char *line, size_t len, unsigned n_fds, b
 
         if (verb != 1 && (n_fds > 0 || truncated))
                 return model_err(m, "bad-peer-fd");
+        if (verb == 1 && !m->broker)
+                return model_err(m, "not-a-broker");
         switch (verb) {
         case 0:
                 return model_verdict(m, arg, alen, m->creds->uid, pol);
@@ -246,6 +257,7 @@ static void model_read(Model *m, const uint8_t *data, size_t n, const Group *g, 
 typedef struct Harness {
         Session s;
         Stats stats;
+        unsigned max; /* requests per session_feed_max() call */
         Buf got;
         int pol;
         unsigned fds_in, fds_closed;
@@ -287,8 +299,9 @@ static void drain(Harness *h) {
                 }
                 if (!session_has_backlog(&h->s))
                         return;
-                int r = session_feed(&h->s, policies[h->pol], &h->stats, NULL, 0, NULL, 0, false);
+                int r = session_feed_max(&h->s, policies[h->pol], &h->stats, NULL, 0, NULL, 0, false, h->max);
                 check(r >= 0, "session_feed(0) = %d", r);
+                check((unsigned) r <= h->max, "%d requests handled, at most %u wanted", r, h->max);
         }
 }
 
@@ -343,10 +356,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint8_t *ctl = data + 2, *in = data + 2 + n_ctl;
         size_t n_in = size - 2 - n_ctl, ci = 0;
 
-        Harness h = {};
+        Harness h = { .max = flags & 0x10 ? 1u + (flags >> 5) : UINT32_MAX };
         PeerCreds creds = make_creds(flags & 3);
         PeerCreds model_creds = creds; /* the session takes the struct, the model reads the copy */
-        Model m = { .creds = &model_creds };
+        Model m = { .creds = &model_creds, .broker = !(flags & 8) };
+        bool poisoned = false;
         gid_t *groups_copy = NULL;
         if (creds.n_groups) {
                 groups_copy = malloc(creds.n_groups * sizeof(gid_t));
@@ -355,10 +369,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 model_creds.groups = groups_copy;
         }
         session_init(&h.s, &creds);
+        check(!h.s.broker, "a new session is a broker");
+        h.s.broker = m.broker;
         h.s.hooks = &hooks;
         h.s.userdata = &h;
 
-        while (n_in > 0) {
+        while (n_in > 0 && !poisoned) {
                 bool has_ctl = ci < n_ctl;
                 uint8_t c = has_ctl ? ctl[ci++] : 0;
                 size_t len = has_ctl ? lengths[c & 0x0f] : n_in;
@@ -382,6 +398,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 }
                 if (h.n_keep + h.fds_in + g.n > MAX_FDS_PER_INPUT)
                         g = (Group){};
+                if (!m.broker && (g.n > 0 || g.truncated)) {
+                        /* None taken in: the session only learns that some came. */
+                        g = (Group){ .truncated = true };
+                        poisoned = true;
+                }
                 if (c & 0x80)
                         h.pol = !h.pol;
                 /* The server reads only when the session wants input. */
@@ -402,15 +423,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 char *copy = malloc(len);
                 check(copy, "out of memory");
                 memcpy(copy, in, len);
-                int r = session_feed(&h.s, policies[h.pol], &h.stats, copy, len, fds, g.n, g.truncated);
+                int r = session_feed_max(&h.s, policies[h.pol], &h.stats, copy, len, fds, g.n, g.truncated, h.max);
                 free(copy);
                 check(r >= 0, "session_feed = %d", r);
+                check((unsigned) r <= h.max, "%d requests handled, at most %u wanted", r, h.max);
                 in += len;
                 n_in -= len;
                 if (!(c & 0x40))
                         drain(&h);
         }
         drain(&h);
+        if (poisoned && !h.s.closing) {
+                check(session_fail(&h.s, PROTO_BAD_PEER_FD, &h.stats) == 0, "session_fail");
+                check(!m.closed, "the model closed, the session did not");
+                model_err(&m, "bad-peer-fd");
+                drain(&h);
+        }
         if (flags & 4) {
                 check(session_fail(&h.s, PROTO_TIMEOUT, &h.stats) == 0, "session_fail");
                 if (!m.closed)

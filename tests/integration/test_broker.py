@@ -60,6 +60,8 @@ rules = (
   { action = "peer.pat.*";     effect = "allow"; uids = ["1000-1999"]; },
   { action = "peer.any";       effect = "allow"; anyone = true; }
 );
+""" + f"""
+settings = {{ brokers = {{ uids = ["0", "{os.geteuid()}"]; }}; }};
 """
 
 # name: (uid, gid, groups)
@@ -134,6 +136,21 @@ class Conn(cgtest.Client):
     def check_peer(self, action, fd):
         self.send_fds(f"CHECK-PEER {action}\n".encode(), [fd])
         return self.readline().decode("ascii", "replace").rstrip("\n")
+
+
+def refused_check_peer(c, action, fd):
+    """CHECK-PEER from a client that is no broker: "EPERM" when the kernel
+    refused the fd (SO_PASSRIGHTS), else the daemon's reply, after which the
+    daemon must close the connection."""
+    try:
+        c.send_fds(f"CHECK-PEER {action}\n".encode(), [fd])
+    except PermissionError:
+        return "EPERM"
+    reply = c.readline().decode("ascii", "replace").rstrip("\n")
+    rest = c.read_to_eof()
+    if rest:
+        raise AssertionError(f"bytes after {reply!r}: {rest!r}")
+    return reply
 
 
 def fd_count(pid):
@@ -868,9 +885,10 @@ class BrokerTests:
 
     @cgtest.needs_root
     def test_unprivileged_service(self):
-        """Any local user may ask about the peer of a socket it holds: a
-        uid-1000 process connected to a root service passes its own end and
-        learns root's decisions; its own CHECKs stay uid 1000's."""
+        """A uid-1000 process connected to a root service holds a socket whose
+        peer is root, but is no broker: the daemon refuses its CHECK-PEER
+        (the kernel refuses the fd with EPERM where it has SO_PASSRIGHTS),
+        and its own CHECKs stay uid 1000's."""
         lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         path = os.path.join(self.service.dir, "root.sock")
         self.addCleanup(os.unlink, path)
@@ -883,14 +901,15 @@ class BrokerTests:
             def child():
                 svc = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 svc.connect(path)
-                with svc, Conn(daemon) as c:
-                    acts = ("peer.rootonly", "peer.u1000only", "peer.notroot", "peer.any")
-                    return ({a: c.check_peer(a, svc) for a in acts}, {a: c.ask("CHECK " + a) for a in acts},
-                            c.ask("WHOAMI"))
+                with svc:
+                    with Conn(daemon) as c:
+                        refused = refused_check_peer(c, "peer.rootonly", svc)
+                    with Conn(daemon) as c:
+                        acts = ("peer.rootonly", "peer.u1000only", "peer.notroot", "peer.any")
+                        return refused, {a: c.ask("CHECK " + a) for a in acts}, c.ask("WHOAMI")
 
-            peer, own, who = cgtest.as_identity(1000, 1000, [100], child)
-        self.assertEqual(peer, {"peer.rootonly": "ALLOW", "peer.u1000only": "DENY", "peer.notroot": "DENY",
-                                "peer.any": "ALLOW"})
+            refused, own, who = cgtest.as_identity(1000, 1000, [100], child)
+        self.assertIn(refused, ("ERR not-a-broker", "EPERM"))
         self.assertEqual(own, {"peer.rootonly": "DENY", "peer.u1000only": "ALLOW", "peer.notroot": "ALLOW",
                                "peer.any": "ALLOW"})
         self.assertRegex(who, r"^CREDS pid=\d+ uid=1000 gid=1000 groups=100$")
@@ -1411,6 +1430,239 @@ class TestTimeoutStandalone(TimeoutTests, unittest.TestCase):
 
 class TestTimeoutSocketActivated(TimeoutTests, unittest.TestCase):
     activate = True
+
+
+# ---------------------------------------------------------------------------
+# Who may pass descriptors: the brokers setting (issue 10)
+
+NOBODY_BROKERS = """\
+default = "deny";
+rules = ( { action = "peer.any"; effect = "allow"; anyone = true; } );
+settings = { brokers = { }; };
+"""
+
+HAS_PASSRIGHTS = True
+try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as _s:
+        _s.setsockopt(socket.SOL_SOCKET, 83, 0)  # SO_PASSRIGHTS, Linux 6.16
+except OSError:
+    HAS_PASSRIGHTS = False
+
+
+class NonBrokerTests:
+    """A daemon whose policy names no broker at all, so this test process is
+    a client that may not pass descriptors. `fallback` runs the daemon as on
+    a kernel without SO_PASSRIGHTS (Debian 12's): it must peek at queued
+    messages and never take a descriptor in. Without fallback, on a kernel
+    with SO_PASSRIGHTS, the kernel refuses the descriptor (EPERM)."""
+
+    fallback = False
+
+    @classmethod
+    def setUpClass(cls):
+        if not cls.fallback and not HAS_PASSRIGHTS:
+            raise unittest.SkipTest("this kernel has no SO_PASSRIGHTS (Linux 6.16); the fallback class covers it")
+        env = dict(os.environ)
+        if cls.fallback:
+            env["CREDGATED_NO_PASSRIGHTS"] = "1"
+        cls.d = cls.enterClassContext(cgtest.Daemon(NOBODY_BROKERS, timeout=30, env=env))
+        with Conn(cls.d.socket) as c:
+            c.ask("PING")
+            c.ask("CHECK peer.any")
+        with Conn(cls.d.socket) as c:
+            c.send(b"CHECK-PEER peer.any\n")
+            c.read_to_eof()
+        cls.baseline = wait_stable_count(cls.d.pid)
+
+    def assert_baseline(self):
+        deadline = time.monotonic() + 5
+        while fd_count(self.d.pid) != self.baseline and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(fd_count(self.d.pid), self.baseline, fd_listing(self.d.pid))
+
+    def send_or_eperm(self, c, data, fds):
+        try:
+            c.send_fds(data, fds)
+            return True
+        except PermissionError:
+            self.assertFalse(self.fallback, "EPERM although the daemon was told not to use SO_PASSRIGHTS")
+            return False
+
+    def test_check_peer_refused(self):
+        keep, give = pair()
+        with keep, give, Conn(self.d.socket) as c:
+            self.assertEqual(c.ask("PING"), "PONG")  # accepted: SO_PASSRIGHTS is set by now
+            got = refused_check_peer(c, "peer.any", give)
+            self.assertEqual(got, "ERR not-a-broker" if self.fallback else "EPERM")
+            assert_usable_then_released(self, keep, give)
+        self.assert_baseline()
+
+    def test_check_peer_without_fd_refused(self):
+        with Conn(self.d.socket) as c:
+            c.send(b"PING\nCHECK-PEER peer.any\nPING\n")
+            self.assertEqual(c.read_to_eof(), b"PONG\nERR not-a-broker\n")
+
+    def test_grammar_first(self):
+        with Conn(self.d.socket) as c:
+            c.send(b"CHECK-PEER peer.*\n")
+            self.assertEqual(c.read_to_eof(), b"ERR bad-action\n")
+
+    def test_fd_on_ping_lines_before_answered(self):
+        """The lines before the message with the descriptor are answered,
+        that line gets ERR, nothing after it is read."""
+        keep, give = pair()
+        with keep, give, Conn(self.d.socket) as c:
+            c.send(b"PING\nCHECK peer.any\n")
+            if self.send_or_eperm(c, b"PING\n", [give]):
+                try:
+                    c.send(b"PING\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the daemon may have closed already
+                self.assertEqual(c.read_to_eof(), b"PONG\nALLOW\nERR bad-peer-fd\n")
+            else:
+                c.send(b"PING\n")
+                self.assertEqual(b"".join(c.readline() for _ in range(3)), b"PONG\nALLOW\nPONG\n")
+            assert_usable_then_released(self, keep, give)
+        self.assert_baseline()
+
+    def test_fd_on_partial_line(self):
+        keep, give = pair()
+        with keep, give, Conn(self.d.socket) as c:
+            if self.send_or_eperm(c, b"PING\nCHECK-PE", [give]):
+                try:
+                    c.send(b"ER peer.any\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the daemon may have closed already
+                self.assertEqual(c.read_to_eof(), b"PONG\nERR bad-peer-fd\n")
+            assert_usable_then_released(self, keep, give)
+        self.assert_baseline()
+
+    def test_fd_sent_before_accept(self):
+        """Sent while the daemon is stopped, so before it accepted the
+        connection (and set SO_PASSRIGHTS): the fd waits in the queue, and
+        the daemon's peek must still keep it out."""
+        keep, give = pair()
+        with keep, give:
+            os.kill(self.d.pid, signal.SIGSTOP)
+            try:
+                cgtest.wait_until(lambda: proc_state(self.d.pid) == "T", what="the daemon to stop")
+                c = Conn(self.d.socket)
+                c.send_fds(b"PING\nCHECK-PEER peer.any\n", [give])
+            finally:
+                os.kill(self.d.pid, signal.SIGCONT)
+            with c:
+                self.assertEqual(c.read_to_eof(), b"PONG\nERR not-a-broker\n")
+            assert_usable_then_released(self, keep, give)
+        self.assert_baseline()
+
+    def test_many_fds_and_lingering_socket_do_not_stall(self):
+        """20 descriptors and, last, a TCP socket whose release lingers 2 s,
+        queued unread (the daemon is stopped while we send): the kernel
+        releases them when the daemon closes the connection, on its closing
+        thread, which interrupts the wait. Another client is served at once."""
+        ps = _pairs(self, 19)
+        with Conn(self.d.socket) as other:
+            self.assertEqual(other.ask("PING"), "PONG")
+            cli = lingering_tcp(self, 2)
+            c = Conn(self.d.socket, timeout=10)
+            with c:
+                self.assertEqual(c.ask("PING"), "PONG")
+                os.kill(self.d.pid, signal.SIGSTOP)
+                try:
+                    cgtest.wait_until(lambda: proc_state(self.d.pid) == "T", what="the daemon to stop")
+                    sent = self.send_or_eperm(c, b"CHECK-PEER peer.any\n", [g for _, g in ps] + [cli])
+                    cli.close()
+                finally:
+                    os.kill(self.d.pid, signal.SIGCONT)
+                time.sleep(0.2)
+                t0 = time.monotonic()
+                self.assertEqual(other.ask("PING"), "PONG")
+                took = time.monotonic() - t0
+                if sent:
+                    self.assertEqual(c.read_to_eof(), b"ERR not-a-broker\n")
+            self.assertLess(took, 0.5, f"another client waited {took:.2f} s")
+        assert_all_released(self, ps, timeout=3.0)
+        self.assert_baseline()
+
+
+class TestNonBrokerPassRights(NonBrokerTests, unittest.TestCase):
+    fallback = False
+
+
+class TestNonBrokerFallback(NonBrokerTests, unittest.TestCase):
+    fallback = True
+
+
+BROKER_POLICY = """\
+default = "deny";
+rules = (
+  {{ action = "peer.u1000only"; effect = "allow"; uids = ["1000"]; }},
+  {{ action = "peer.any"; effect = "allow"; anyone = true; }}
+);
+settings = {{ brokers = {brokers}; }};
+"""
+
+
+class TestBrokerSetting(unittest.TestCase):
+    """The brokers setting names who may pass descriptors, by uid, user,
+    group and gid, and reloads apply it to open connections."""
+
+    def daemon(self, brokers, **kw):
+        d = cgtest.Daemon(BROKER_POLICY.format(brokers=brokers), timeout=30, **kw)
+        self.addCleanup(d.cleanup)
+        d.start()
+        return d
+
+    def ask_as(self, d, uid, gid, groups):
+        keep, give = pair()
+
+        def child():
+            with Conn(d.socket) as c:
+                try:
+                    c.send_fds(b"CHECK-PEER peer.u1000only\n", [give])
+                except PermissionError:
+                    return "EPERM"
+                return c.readline().decode().rstrip("\n")
+
+        with keep, give:
+            return cgtest.as_identity(uid, gid, groups, child)
+
+    @unittest.skipUnless(ROOT, "needs root to take other identities")
+    def test_named_by_uid_and_group(self):
+        d = self.daemon('{ uids = ["1000"]; groups = ["adm"]; }')
+        # The fd's peer is this process (root): peer.u1000only is DENY for it.
+        self.assertEqual(self.ask_as(d, 1000, 1000, []), "DENY")
+        self.assertEqual(self.ask_as(d, 2, 2, [4]), "DENY")       # adm as a supplementary group
+        self.assertEqual(self.ask_as(d, 3, 4, []), "DENY")        # adm as the primary group
+        for ident in ((0, 0, [0]), (65534, 65534, []), (1001, 1001, [100])):
+            self.assertIn(self.ask_as(d, *ident), ("ERR not-a-broker", "EPERM"), ident)
+        d.stop()
+
+    @unittest.skipUnless(ROOT, "needs root to take other identities")
+    def test_anyone(self):
+        d = self.daemon("{ anyone = true; }")
+        self.assertEqual(self.ask_as(d, 65534, 65534, []), "DENY")
+        self.assertIn("anyone = true lets every local user pass descriptors", d.stderr())
+        d.stop()
+
+    def test_reload_applies_to_open_connections(self):
+        me = str(os.geteuid())
+        d = self.daemon('{ uids = ["' + me + '"]; }')
+        keep, give = pair()
+        with keep, give, Conn(d.socket) as broker, Conn(d.socket) as later:
+            self.assertEqual(broker.check_peer("peer.any", give), "ALLOW")
+            d.write_policy(BROKER_POLICY.format(brokers="{ }"))
+            n = d.stderr().count("reloaded:")
+            d.kill(signal.SIGHUP)
+            cgtest.wait_until(lambda: d.stderr().count("reloaded:") > n, what="the reload")
+            self.assertIn(refused_check_peer(broker, "peer.any", give), ("ERR not-a-broker", "EPERM"))
+            d.write_policy(BROKER_POLICY.format(brokers='{ uids = ["' + me + '"]; }'))
+            n = d.stderr().count("reloaded:")
+            d.kill(signal.SIGHUP)
+            cgtest.wait_until(lambda: d.stderr().count("reloaded:") > n, what="the reload")
+            # "later" was accepted while nobody was a broker.
+            self.assertEqual(later.check_peer("peer.any", give), "ALLOW")
+        d.stop()
 
 
 if __name__ == "__main__":

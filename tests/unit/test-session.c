@@ -128,6 +128,9 @@ static Policy *make_policy(Decision dflt) {
         return p;
 }
 
+/* Whether start_session() makes a broker session (the check-peer cases do). */
+static bool as_broker;
+
 /* (Re)start the global session with the given identity. */
 static void start_session(pid_t pid, uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups) {
         PeerCreds c = { .pid = pid, .uid = uid, .gid = gid, .n_groups = n_groups };
@@ -141,6 +144,8 @@ static void start_session(pid_t pid, uid_t uid, gid_t gid, const gid_t *groups, 
         session_init(&session, &c);
         ck_assert_ptr_null(c.groups);
         ck_assert_uint_eq(c.n_groups, 0);
+        ck_assert(!session.broker); /* not a broker unless the server says so */
+        session.broker = as_broker;
         stats = (Stats){};
 }
 
@@ -417,6 +422,8 @@ static const char *err_reply(ProtoError e) {
                 return "ERR bad-peer-fd\n";
         case PROTO_TOO_MANY_CONNECTIONS:
                 return "ERR too-many-connections\n";
+        case PROTO_NOT_A_BROKER:
+                return "ERR not-a-broker\n";
         case PROTO_OK:
                 break;
         }
@@ -505,6 +512,9 @@ START_TEST(test_error_names) {
         ck_assert_str_eq(proto_error_name(PROTO_LINE_TOO_LONG), "line-too-long");
         ck_assert_str_eq(proto_error_name(PROTO_TIMEOUT), "timeout");
         ck_assert_str_eq(proto_error_name(PROTO_NO_CREDENTIALS), "no-credentials");
+        ck_assert_str_eq(proto_error_name(PROTO_BAD_PEER_FD), "bad-peer-fd");
+        ck_assert_str_eq(proto_error_name(PROTO_TOO_MANY_CONNECTIONS), "too-many-connections");
+        ck_assert_str_eq(proto_error_name(PROTO_NOT_A_BROKER), "not-a-broker");
 }
 END_TEST
 
@@ -1079,6 +1089,7 @@ static int feed_fds(const char *text, const int *fds, size_t n_fds, bool truncat
 static int pair[2] = { -1, -1 };
 
 static void peer_setup(void) {
+        as_broker = true;
         setup();
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
 }
@@ -1087,7 +1098,86 @@ static void peer_teardown(void) {
         close(pair[0]);
         close(pair[1]);
         teardown();
+        as_broker = false;
 }
+
+/* A client the policy does not name as a broker: the server reads it with
+ * no room for fds, so it can only report that some came (truncated). */
+static void nonbroker_setup(void) {
+        as_broker = false;
+        setup();
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+}
+
+START_TEST(test_nonbroker_check_peer_refused) {
+        int fd = dup(pair[0]);
+        /* Its own CHECKs work as ever. */
+        roundtrip("CHECK org.example.uid\n", "ALLOW\n");
+        feed_fds("PING\nCHECK-PEER org.example.allow\nPING\n", &fd, 0, true);
+        expect_out("PONG\nERR not-a-broker\n");
+        ck_assert(session.closing);
+        close(fd);
+}
+END_TEST
+
+START_TEST(test_nonbroker_check_peer_without_fd) {
+        roundtrip("CHECK-PEER org.example.allow\n", "ERR not-a-broker\n");
+        ck_assert(session.closing);
+}
+END_TEST
+
+START_TEST(test_nonbroker_check_peer_fd_closed) {
+        /* Should a descriptor reach the session anyway, it is closed. */
+        int fd = dup(pair[0]);
+        feed_fds("CHECK-PEER org.example.allow\n", &fd, 1, false);
+        expect_out("ERR not-a-broker\n");
+        ck_assert(!fd_is_open(fd));
+}
+END_TEST
+
+START_TEST(test_nonbroker_grammar_first) {
+        roundtrip("CHECK-PEER a*b\n", "ERR bad-action\n");
+        start_session(1, 1000, 1000, NULL, 0);
+        roundtrip("CHECK-PEER\n", "ERR bad-request\n");
+}
+END_TEST
+
+START_TEST(test_nonbroker_fd_on_ping) {
+        feed_fds("PING\nPING\n", NULL, 0, true);
+        expect_out("PONG\nERR bad-peer-fd\n");
+        ck_assert(session.closing);
+}
+END_TEST
+
+/* session_feed_max(): a bounded share per call, the rest kept in order. */
+START_TEST(test_feed_max_keeps_the_rest) {
+        char *text = strdup("PING\nCHECK org.example.uid\nWHOAMI\nPING\nCHECK org.example.deny\nPING\nPI");
+        ck_assert_ptr_nonnull(text);
+        ck_assert_int_eq(session_feed_max(&session, policy, &stats, text, strlen(text), NULL, 0, false, 2), 2);
+        free(text);
+        expect_out("PONG\nALLOW\n");
+        ck_assert(session_has_backlog(&session));
+        ck_assert(!session_wants_input(&session));
+        ck_assert_int_eq(session_feed_max(&session, policy, &stats, NULL, 0, NULL, 0, false, 1), 1);
+        ck_assert_str_eq(drain(), "CREDS pid=4242 uid=1000 gid=1000 groups=4,50,100\n");
+        ck_assert_int_eq(session_feed_max(&session, policy, &stats, NULL, 0, NULL, 0, false, 5), 3);
+        expect_out("PONG\nDENY\nPONG\n");
+        /* Only the partial "PI" is left: no backlog, input welcome again. */
+        ck_assert(!session_has_backlog(&session));
+        ck_assert(session_wants_input(&session));
+        roundtrip("NG\n", "PONG\n");
+}
+END_TEST
+
+START_TEST(test_feed_max_bad_line_counts) {
+        char *text = strdup("PING\nFOO\nPING\n");
+        ck_assert_ptr_nonnull(text);
+        ck_assert_int_eq(session_feed_max(&session, policy, &stats, text, strlen(text), NULL, 0, false, 5), 2);
+        free(text);
+        expect_out("PONG\nERR unknown-command\n");
+        ck_assert(!session_has_backlog(&session));
+}
+END_TEST
 
 START_TEST(test_peer_decides_for_fd_peer) {
         int fd = dup(pair[0]);
@@ -1247,6 +1337,21 @@ static Suite *session_suite(void) {
         tcase_add_test(tc, test_peer_bad_fd_kinds);
         tcase_add_test(tc, test_peer_fds_after_closing_are_closed);
         tcase_add_test(tc, test_peer_pending_fd_closed_by_done);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("non-broker");
+        tcase_add_checked_fixture(tc, nonbroker_setup, peer_teardown);
+        tcase_add_test(tc, test_nonbroker_check_peer_refused);
+        tcase_add_test(tc, test_nonbroker_check_peer_without_fd);
+        tcase_add_test(tc, test_nonbroker_check_peer_fd_closed);
+        tcase_add_test(tc, test_nonbroker_grammar_first);
+        tcase_add_test(tc, test_nonbroker_fd_on_ping);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("feed-max");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_feed_max_keeps_the_rest);
+        tcase_add_test(tc, test_feed_max_bad_line_counts);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("errors");
