@@ -5,15 +5,19 @@ identity and report back, and the control client.
 
 Python 3 standard library only; see cgtest.py for the rest of the harness."""
 
+import errno
+import json
 import os
 import pickle
 import select
 import signal
 import socket
+import subprocess
 import threading
 import sys
 import time
 import traceback
+import unittest
 
 import cgtest
 
@@ -301,6 +305,203 @@ def summarize(res):
                 p50=1000 * pct(all_, 50), p99=1000 * pct(all_, 99), max=1000 * (all_[-1] if all_ else 0),
                 p99_persistent=1000 * pct(sorted(res["lat_p"]), 99),
                 p99_fresh=1000 * pct(f, 99) if f else 0.0)
+
+
+# ---------------------------------------------------------------------------
+# Helper programs: the FUSE server that never answers FLUSH, the flooder
+# (issue 10). Built by 'make check'; their paths come from the environment.
+
+def helper_program(var, name):
+    """$@var, else tests/integration/@name in the build folder."""
+    return cgtest.env_path(var, os.path.join(cgtest.builddir(), "tests", "integration", name))
+
+
+def popen_as(uid, cmd, **kw):
+    """Start @cmd as (uid, uid, []) with its stdout a pipe (text, line by
+    line); it dies with the test process."""
+    def drop():
+        cgtest._libc.prctl(cgtest._PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    sys.stdout.flush()
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, bufsize=1,
+                            preexec_fn=drop, close_fds=True, cwd="/", **kw)
+
+
+class FuseHang:
+    """tests/integration/fuse-hang mounted on a fresh folder: MNT/f is a file
+    whose every close() blocks in FUSE_FLUSH until stop().
+
+    Any process that closes a descriptor of MNT/f (also by exiting, also
+    when killed, also closerange() in a forked child) hangs, uninterruptibly,
+    until stop(). So the test process itself must never hold one (every
+    child it forks would close it), and no process that holds one may be
+    waited for before stop(). stop() ends the server (closing /dev/fuse
+    aborts the connection: every waiting FLUSH fails), lazily unmounts and
+    removes the folder; it never raises and may be called again."""
+
+    def __init__(self, prog=None):
+        prog = prog or helper_program("CREDGATE_FUSE_HANG", "fuse-hang")
+        self.dir = cgtest.mkdtemp("cg-fuse-")
+        self.mnt = os.path.join(self.dir, "mnt")
+        os.mkdir(self.mnt, 0o755)
+        self.path = os.path.join(self.mnt, "f")
+        self.log_path = os.path.join(self.dir, "log")
+        self.proc = None
+        log = open(self.log_path, "wb")
+        try:
+            sys.stdout.flush()
+            self.proc = subprocess.Popen(
+                [prog, self.mnt], stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True,
+                preexec_fn=lambda: cgtest._libc.prctl(cgtest._PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
+        finally:
+            log.close()
+        deadline = time.monotonic() + 10
+        while "ready\n" not in self.log():
+            rc = self.proc.poll()
+            if rc is not None or time.monotonic() > deadline:
+                text = self.log().strip()
+                self.stop()
+                if rc == 77:
+                    raise unittest.SkipTest(f"no FUSE mount possible here ({text})")
+                raise AssertionError(f"fuse-hang did not start (status {rc}): {text}")
+            time.sleep(0.01)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("ascii", "replace")
+        except OSError:
+            return ""
+
+    def flushes(self):
+        """[(pid, tgid)] of every FLUSH the server got (pid: the closing
+        thread; tgid: its process, read from /proc at the time, -1 if gone)."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("flush "):
+                kv = dict(w.split("=", 1) for w in line.split()[1:])
+                out.append((int(kv["pid"]), int(kv["tgid"])))
+        return out
+
+    def stop(self):
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        except OSError:
+            pass
+        if os.path.isdir(self.mnt):
+            # The server detaches it too, unless it was killed.
+            if cgtest._libc.umount2(self.mnt.encode(), 2) != 0:  # MNT_DETACH
+                pass  # EINVAL: not mounted (any more)
+            try:
+                os.rmdir(self.mnt)
+            except OSError:
+                pass
+        # Never rmtree into a mount point that might still be alive.
+        for p in (self.log_path,):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+class FuseFdSender:
+    """A process of @uid that opens @path (a FuseHang file), sends that one
+    descriptor to the daemon at @sock once per line of @lines, each on a
+    new connection (socket.send_fds), and reports per line the first reply
+    line or "sendmsg: EPERM" (a kernel with SO_PASSRIGHTS refusing it).
+    Then it holds the descriptor and waits to be killed: it never closes it
+    itself, and must not be reaped before the FUSE server is stopped.
+
+    Not a Child: Child's result protocol ends with the child's exit, which
+    would block in FLUSH before the result pipe closes."""
+
+    def __init__(self, uid, path, sock, lines):
+        r, w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                os.closerange(3, w)
+                os.closerange(w + 1, 1 << 20)
+                cgtest._libc.prctl(cgtest._PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                try:
+                    os.setgroups([])
+                    os.setresgid(uid, uid, uid)
+                    os.setresuid(uid, uid, uid)
+                    fd = os.open(path, os.O_RDONLY)
+                    head = os.pread(fd, 9, 0).decode("ascii", "replace")
+                    out = []
+                    for line in lines:
+                        with cgtest.connect(sock) as s:
+                            try:
+                                socket.send_fds(s, [line.encode() + b"\n"], [fd])
+                            except OSError as e:
+                                out.append(f"sendmsg: {errno.errorcode.get(e.errno, e.errno)}")
+                                continue
+                            # One line, not EOF: a wedged daemon never closes.
+                            data, how = cgtest.recv_all(s, 5.0, lines=1)
+                            out.append(data.decode("ascii", "replace").rstrip("\n") if data else f"({how})")
+                    payload = dict(ok=True, head=head, replies=out)
+                except BaseException:
+                    payload = dict(ok=False, error=traceback.format_exc())
+                os.write(w, json.dumps(payload).encode() + b"\n")
+                while True:  # hold the descriptor until killed
+                    signal.pause()
+            finally:
+                os._exit(1)
+        os.close(w)
+        self.pid = pid
+        self._r = r
+        self._reaped = False
+
+    def result(self, timeout=60.0):
+        buf = bytearray()
+        deadline = time.monotonic() + timeout
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the FUSE fd sender sent no result within {timeout} s")
+            r, _, _ = select.select([self._r], [], [], left)
+            if r:
+                b = os.read(self._r, 65536)
+                if not b:
+                    raise AssertionError("the FUSE fd sender died without a result")
+                buf += b
+        res = json.loads(buf)
+        if not res["ok"]:
+            raise AssertionError(f"in the FUSE fd sender:\n{res['error']}")
+        return res
+
+    def kill(self):
+        """SIGKILL: it dies closing its descriptor, i.e. in FLUSH."""
+        if not self._reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def reap(self):
+        """Only after the FUSE server is stopped."""
+        if not self._reaped:
+            self.kill()
+            os.waitpid(self.pid, 0)
+            self._reaped = True
+            os.close(self._r)
 
 
 def note(text):
