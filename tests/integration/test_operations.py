@@ -700,9 +700,15 @@ class TestReload(TempDirTest):
         self.reload(d)
         c.sock.setblocking(True)
         rest = (-sent) % len(line)  # complete a partial last line
-        c.sock.sendall(data[sent:sent + rest])
         n_lines = (sent + rest) // len(line)
-        out, how = cgtest.recv_all(c.sock, 10, lines=n_lines)
+        # The socket is full until the daemon reads again, which it does only
+        # once we read: read while completing the line.
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(r=cgtest.recv_all(c.sock, 10, lines=n_lines)))
+        reader.start()
+        c.sock.sendall(data[sent:sent + rest])
+        reader.join(15)
+        out, how = got.get("r", (b"", "the reader did not finish"))
         self.assertEqual(out.count(b"\n"), n_lines, f"lost replies ({how})")
         answers = out.decode().split("\n")[:n_lines]
         old = next((i for i, a in enumerate(answers) if a != "ALLOW"), len(answers))
