@@ -95,13 +95,14 @@ static int finish_output(int status) {
         return status;
 }
 
-/* The socket libcredgate will use, for messages; same rule as credgate_open(). */
+/* The socket libcredgate will use, for messages; same rule as credgate_open(),
+ * which ignores the variable under AT_SECURE (file capabilities). */
 static const char *socket_shown(const Context *ctx) {
         const char *e;
 
         if (ctx->socket)
                 return ctx->socket;
-        e = getenv("CREDGATE_SOCKET");
+        e = secure_getenv("CREDGATE_SOCKET");
         return e && *e ? e : CREDGATE_SOCKET_DEFAULT;
 }
 

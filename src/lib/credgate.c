@@ -6,6 +6,10 @@
  * that every call has a deadline. Replies are parsed strictly: only the exact
  * line "ALLOW" is an allow; anything unexpected breaks the connection and is
  * returned as an error. The library never logs and never raises SIGPIPE.
+ *
+ * $CREDGATE_SOCKET is read with secure_getenv(): a setuid, setgid or
+ * file-capability program must not let its invoker point it at a fake
+ * daemon that answers ALLOW.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +51,7 @@ static const char *socket_path_or_default(const char *path) {
         const char *e;
         if (path)
                 return path;
-        e = getenv("CREDGATE_SOCKET");
+        e = secure_getenv("CREDGATE_SOCKET");
         return e && *e ? e : CREDGATE_SOCKET_DEFAULT;
 }
 
@@ -132,7 +136,8 @@ static int wait_fd(credgate *c, short events, int64_t deadline) {
 
 /*
  * Send @len bytes; with @fd >= 0 attach it (SCM_RIGHTS) to the first sendmsg.
- * Return: 0 or -errno.
+ * Return: 0 or -errno; -EPERM when the daemon's socket refuses descriptors
+ * from us (SO_PASSRIGHTS off: we are not one of its brokers).
  */
 static int send_all(credgate *c, const char *buf, size_t len, int fd, int64_t deadline) {
         while (len > 0) {
@@ -207,7 +212,8 @@ static int err_reply(const char *reason) {
         } map[] = {
                 { "bad-peer-fd", -EBADF },
                 { "bad-action", -EINVAL },
-                { "no-credentials", -EPERM },
+                { "no-credentials", -ENODATA },
+                { "not-a-broker", -EPERM },
                 { "too-many-connections", -EUSERS },
                 { "timeout", -ETIMEDOUT },
                 { "line-too-long", -EPROTO },
@@ -341,16 +347,19 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
                 p += sprintf(p, "CHECK %s\n", actions[i]);
 
         int64_t deadline = now_ms() + c->timeout_ms;
-        size_t sent = 0, got = 0, consumed = 0;
+        size_t sent = 0, lines_sent = 0, got = 0, consumed = 0;
 
         /* Send and receive together: the daemon stops reading while its
          * replies to us pile up, so sending everything first could deadlock. */
         while (got < n) {
                 if (sent < total) {
                         ssize_t k = send(c->fd, req + sent, total - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-                        if (k > 0)
+                        if (k > 0) {
+                                const char *end = req + sent + k;
+                                for (const char *q = req + sent; (q = memchr(q, '\n', (size_t) (end - q))); q++)
+                                        lines_sent++;
                                 sent += (size_t) k;
-                        else if (k < 0 && errno != EAGAIN && errno != EINTR)
+                        } else if (k < 0 && errno != EAGAIN && errno != EINTR)
                                 return fail(c, send_failed(c, -errno));
                 }
                 /* Parse every complete line we already have. */
@@ -366,7 +375,9 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
                         r = parse_verdict(line, &d[got]);
                         if (r < 0)
                                 return fail(c, r);
-                        got++;
+                        /* A reply to a request not yet sent answers nothing. */
+                        if (++got > lines_sent)
+                                return fail(c, -EBADMSG);
                 }
                 if (got == n)
                         break;
@@ -389,7 +400,14 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
                                 return fail(c, r);
                 }
         }
+        /* Every request is answered: anything more is a reply to nothing,
+         * so this daemon is out of step with us (or not credgated). */
         compact(c, consumed);
+        r = c->n_in > 0 ? -EBADMSG : recv_some(c, 0);
+        if (r == 0)
+                r = -EBADMSG;
+        if (r != -ETIMEDOUT && r != -ECONNRESET)
+                return fail(c, r);
         memcpy(ret_decisions, d, n * sizeof(credgate_decision));
         return 0;
 }
@@ -588,6 +606,9 @@ const char *credgate_strerror(int error) {
         case EBADF:
                 return "credgated refused the peer fd (not a connected Unix stream socket)";
         case EPERM:
+                return "credgated answers broker queries (CHECK-PEER) only for brokers named in its policy "
+                       "(settings: brokers)";
+        case ENODATA:
                 return "credgated could not read this process's credentials";
         case EUSERS:
                 return "too many connections to credgated for this user";

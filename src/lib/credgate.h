@@ -10,7 +10,9 @@
  *     An "ERR" reply, a short read, a timeout, or a malformed or unexpected
  *     reply is an error, never an allow.
  *   - Socket path: the argument if not NULL, else $CREDGATE_SOCKET if set and
- *     not empty, else CREDGATE_SOCKET_DEFAULT.
+ *     not empty, else CREDGATE_SOCKET_DEFAULT. The variable is read with
+ *     secure_getenv(): a setuid, setgid or file-capability program (AT_SECURE)
+ *     ignores it and uses the default unless it passes a path itself.
  *   - Each call that talks to the daemon gives up after the connection's
  *     timeout (default CREDGATE_TIMEOUT_DEFAULT_MS) with -ETIMEDOUT.
  *   - The library never logs and never writes to stdout or stderr, and it
@@ -87,7 +89,8 @@ int credgate_check(credgate *c, const char *action, credgate_decision *ret);
  * read (pipelined). ret_decisions[i] answers actions[i]; the array is written
  * only when every reply arrived.
  *
- * Return: 0, -EINVAL when any action is bad (nothing is sent), or an error.
+ * Return: 0, -EINVAL when any action is bad (nothing is sent), -EBADMSG when
+ * the daemon sent more than @n replies, or an error.
  */
 int credgate_check_many(credgate *c, const char *const *actions, size_t n, credgate_decision *ret_decisions);
 
@@ -98,7 +101,10 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
  * stays open and owned by the caller.
  *
  * Return: 0 and *ret, -EINVAL for a bad action, -EBADF when the daemon
- * refuses the fd (not a connected Unix stream socket), or an error.
+ * refuses the fd (not a connected Unix stream socket), -EPERM when this
+ * process is not a broker the daemon's policy names (settings "brokers"):
+ * the daemon answered "ERR not-a-broker", or its socket refused the
+ * descriptor (SO_PASSRIGHTS), or an error.
  */
 int credgate_check_peer(credgate *c, int peer_fd, const char *action, credgate_decision *ret);
 

@@ -35,7 +35,12 @@ Conventions, as in libcredgate:
 * A bad action (not 1 to 255 characters of ``[A-Za-z0-9._:/-]``) raises
   :class:`ValueError` before anything is sent.
 * Socket path: the argument, else ``$CREDGATE_SOCKET`` if set and not empty,
-  else :data:`DEFAULT_SOCKET`.
+  else :data:`DEFAULT_SOCKET`. A privileged process ignores the variable, as
+  libcredgate does with ``secure_getenv()``: one whose real and effective
+  user or group ids differ (setuid, setgid), or whose ``AT_SECURE`` flag is
+  set (``/proc/self/auxv``; also set for file capabilities). If that flag
+  cannot be read, the variable is ignored too. The user who runs a
+  privileged program must not choose which daemon answers it.
 * Every call that talks to the daemon gives up after ``timeout`` seconds
   (default 5) with ``CredgateError(reason="timeout")``.
 * After a :class:`CredgateError` a :class:`Client` is broken: the connection
@@ -134,14 +139,22 @@ class CredgateError(Exception):
     * ``"connection-closed"``: the connection ended before a complete reply,
       or the :class:`Client` is closed or broken by an earlier error;
     * ``"malformed-reply"``: a reply that is not what the request calls for
-      (unknown, over-long, unsolicited);
+      (unknown, over-long, unsolicited), including more replies than
+      :meth:`Client.check` or :meth:`Client.check_many` asked for;
+    * ``"not-a-broker"``: :meth:`Client.check_peer` from a process that the
+      daemon's policy does not name as a broker (the ``brokers`` setting of
+      ``credgate.conf(5)``; root only by default). Either the daemon answered
+      ``ERR not-a-broker`` (``from_daemon`` is ``True``), or the kernel
+      refused to pass the descriptor because the daemon's socket takes none
+      from this process (``SO_PASSRIGHTS``, Linux 6.16 and later; ``errno``
+      is ``errno.EPERM``).
     * ``"connect-failed"``: no daemon listens on the socket path (``errno``
       tells why, e.g. ``errno.ENOENT``);
     * ``"io-error"``: another operating-system error while talking;
     * ``"not-connected"``, ``"not-unix-stream"``, ``"no-credentials"``: from
       :func:`peer_creds`, for a socket that has no credentials to read;
-    * ``"bad-peer-fd"`` is also used when the kernel refuses to pass the
-      descriptor given to :meth:`Client.check_peer`.
+    * ``"bad-peer-fd"`` is also used when the descriptor given to
+      :meth:`Client.check_peer` cannot be passed (``EBADF``).
 
     ``errno`` is the operating-system error number behind the failure, or
     ``None``.
@@ -203,15 +216,48 @@ def _fileno(sock):
     return fd
 
 
+_AT_NULL = 0
+_AT_SECURE = 23
+_AUXV_ENTRY = struct.Struct("@LL")  # a_type, a_val: two unsigned longs
+
+
+def _privileged():
+    """Must this process distrust its environment (as secure_getenv() does)?
+
+    True when the real and effective user or group ids differ, or when the
+    kernel set AT_SECURE (setuid, setgid, file capabilities, some LSMs).
+    When /proc/self/auxv cannot be read or has no AT_SECURE entry, True:
+    fail safe."""
+    if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
+        return True
+    try:
+        with open("/proc/self/auxv", "rb") as f:
+            auxv = f.read()
+    except OSError:
+        return True
+    for off in range(0, len(auxv) - _AUXV_ENTRY.size + 1, _AUXV_ENTRY.size):
+        key, value = _AUXV_ENTRY.unpack_from(auxv, off)
+        if key == _AT_SECURE:
+            return value != 0
+        if key == _AT_NULL:
+            break
+    return True
+
+
 def resolve_socket_path(path=None):
     """The socket path a call with @path would use.
 
     @path if it is not ``None``, else ``$CREDGATE_SOCKET`` if set and not
-    empty, else :data:`DEFAULT_SOCKET`. An empty @path is a
+    empty and this process is not privileged (see the module
+    documentation), else :data:`DEFAULT_SOCKET`. An empty @path is a
     :class:`ValueError`.
     """
     if path is None:
-        return os.environ.get("CREDGATE_SOCKET") or DEFAULT_SOCKET
+        env = os.environ.get("CREDGATE_SOCKET")
+        # A setuid program must not let its invoker pick a fake daemon.
+        if env and not _privileged():
+            return env
+        return DEFAULT_SOCKET
     path = os.fspath(path)
     if not path:
         raise ValueError("empty socket path")
@@ -426,7 +472,9 @@ class Client:
         req = b"CHECK " + _check_action(action) + b"\n"
         with self._call() as deadline:
             self._send_all(req, deadline)
-            return self._decision(self._read_line(deadline, _SHORT_LINE_MAX))
+            allowed = self._decision(self._read_line(deadline, _SHORT_LINE_MAX))
+            self._no_more_replies()
+            return allowed
 
     def check_many(self, actions) -> List[bool]:
         """Check several actions at once, pipelined.
@@ -459,8 +507,11 @@ class Client:
 
         Returns ``True`` only on ``ALLOW``. A descriptor that is not a
         connected Unix stream socket gets ``CredgateError`` with reason
-        ``"bad-peer-fd"``. A bad action raises :class:`ValueError` and
-        nothing is sent.
+        ``"bad-peer-fd"``. A process that the daemon's policy does not name
+        as a broker gets reason ``"not-a-broker"``, whether the daemon says
+        so (``ERR not-a-broker``) or the kernel refuses to pass the
+        descriptor (``EPERM``, ``SO_PASSRIGHTS``). A bad action raises
+        :class:`ValueError` and nothing is sent.
         """
         fd = _fileno(sock)
         req = b"CHECK-PEER " + _check_action(action) + b"\n"
@@ -619,6 +670,15 @@ class Client:
                 raise CredgateError("connection-closed", "the daemon closed the connection")
             raise CredgateError("malformed-reply", "unsolicited data from the daemon")
 
+    def _no_more_replies(self):
+        """After the last reply a check asked for: nothing more may be
+        waiting (looked at without blocking). A reply to nothing means the
+        daemon is out of step with us, as libcredgate's check calls say."""
+        if not self._buf and not self._eof:
+            self._recv()
+        if self._buf:
+            raise CredgateError("malformed-reply", "more replies than requests")
+
     # -- replies ---------------------------------------------------------------
     @staticmethod
     def _reply_error(line, wanted):
@@ -689,6 +749,11 @@ class Client:
                 if e.errno == errno.EBADF:
                     raise CredgateError("bad-peer-fd", f"cannot pass descriptor {fd}: {_why(e)}",
                                         errno=e.errno) from None
+                if e.errno == errno.EPERM:
+                    # The daemon's socket takes descriptors only from brokers
+                    # (SO_PASSRIGHTS): the kernel's way of saying not-a-broker.
+                    raise CredgateError("not-a-broker", "the daemon accepts descriptors only from the brokers "
+                                        "its policy names (settings: brokers)", errno=e.errno) from None
                 raise CredgateError("io-error", f"sendmsg(): {_why(e)}", errno=e.errno) from None
             if not self._wait(selectors.EVENT_WRITE, deadline) and time.monotonic() >= deadline:
                 raise self._timeout_error()
@@ -705,7 +770,7 @@ class Client:
         results = []
         deadline = time.monotonic() + self._timeout
         while True:
-            while True:
+            while len(results) < n:
                 line = self._take_line(_SHORT_LINE_MAX)
                 if line is None:
                     break
@@ -713,6 +778,8 @@ class Client:
                 if len(results) > lines_sent:
                     raise CredgateError("malformed-reply", "more replies than requests")
             if len(results) == n:
+                # Whatever follows the last reply answers nothing: not parsed.
+                self._no_more_replies()
                 return results
             if self._eof:
                 raise CredgateError("connection-closed",

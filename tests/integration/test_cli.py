@@ -416,6 +416,17 @@ class TestBadReplies(unittest.TestCase):
                 self.assertEqual(r.stdout, "")
                 self.assertRegex(r.stderr, r"^credgate: .+: .+\n$")
 
+    def test_check_more_replies_than_requests(self):
+        # A reply beyond the last request: the daemon is out of step (or not
+        # credgated); refused as by libcredgate and the Python module.
+        for replies, actions in (([b"ALLOW\nALLOW\n"], ["c.a"]),
+                                 ([b"ALLOW\n", b"DENY\nALLOW\n"], ["c.a", "c.b"]),
+                                 ([b"DENY\nA"], ["c.a"])):
+            with self.subTest(replies=replies, actions=actions):
+                r, _ = self.run_fake(replies, "check", *actions)
+                self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+                self.assertEqual(r.stderr, "credgate: check: malformed reply from credgated\n")
+
     def test_check_sends_the_protocol(self):
         r, f = self.run_fake([b"ALLOW\n", b"DENY\n"], "check", "c.a", "c.b")
         self.assertEqual((r.returncode, r.stdout), (1, "ALLOW c.a\nDENY c.b\n"), r.stderr)

@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import socket
+import struct
 import sys
 import threading
 import time
@@ -34,8 +35,10 @@ ME = os.getuid()
 ROOT = ME == 0
 
 # Root and uid 1000 / group 100 get opposite answers for several actions.
+# Only the uids in BROKERS may ask broker queries (CHECK-PEER).
 POLICY = """\
 default = "deny";
+settings = { brokers = { uids = ["@ME@", "0", "1000", "4000000000"]; }; };
 rules = (
   { action = "py.yes"; effect = "allow"; anyone = true; },
   { action = "py.no"; effect = "deny"; anyone = true; },
@@ -54,6 +57,8 @@ rules = (
   { action = "py.many.*8"; effect = "allow"; anyone = true; }
 );
 """.replace("@ME@", str(ME))
+
+BROKERS = {ME, 0, 1000, 4000000000}
 
 ACTIONS = ["py.yes", "py.no", "py.me", "py.root", "py.u1000", "py.users", "py.notroot", "py.big",
            "py.biggroup", "py.unlisted", "py.many.1", "py.many.2"]
@@ -89,6 +94,9 @@ def my_groups():
 
 def expected_mine(action):
     return expected(action, os.getuid(), os.getgid(), os.getgroups())
+
+
+_SO_PASSRIGHTS = getattr(socket, "SO_PASSRIGHTS", 83)
 
 
 def fd_count(pid="self"):
@@ -299,7 +307,10 @@ def identity_report(path):
             out["whoami2"] = tuple(c.whoami())
             out["checks"] = {x: c.check(x) for x in ACTIONS}
             out["many"] = c.check_many(ACTIONS * 50)
-            out["peer"] = {x: c.check_peer(a, x) for x in ACTIONS}
+            try:
+                out["peer"] = {x: c.check_peer(a, x) for x in ACTIONS}
+            except credgate.CredgateError as e:
+                out["peer"] = e.reason
     return out
 
 
@@ -786,6 +797,53 @@ class TestModule(unittest.TestCase):
         for bad in ("print(", "import logging", "sys.stdout", "sys.stderr"):
             self.assertNotIn(bad, src)
 
+    def test_privileged_from_ids_and_auxv(self):
+        """The module's secure_getenv(): AT_SECURE read from /proc/self/auxv
+        (struct parsing checked here on made-up contents; test_secure_env.py
+        runs real setuid and file-capability interpreters)."""
+        import io
+        from unittest import mock
+        entry = struct.Struct("@LL")
+
+        def auxv(*pairs):
+            return b"".join(entry.pack(k, v) for k, v in pairs)
+
+        self.assertIs(credgate._privileged(), False, "this test process is not privileged")
+        cases = [
+            (auxv((33, 7), (23, 1), (6, 4096), (0, 0)), True),
+            (auxv((33, 7), (23, 0), (6, 4096), (0, 0)), False),
+            (auxv((23, 2), (0, 0)), True),
+            (auxv((6, 4096), (0, 0)), True),               # no AT_SECURE at all: fail safe
+            (auxv((6, 4096), (0, 0), (23, 0)), True),      # nothing counts after AT_NULL
+            (b"", True),
+            (auxv((23, 0))[:-1], True),                    # cut short
+        ]
+        for data, want in cases:
+            with self.subTest(auxv=data):
+                with mock.patch.object(credgate, "open", create=True, return_value=io.BytesIO(data)):
+                    self.assertIs(credgate._privileged(), want)
+        for exc in (PermissionError(errno.EACCES, "no"), FileNotFoundError(errno.ENOENT, "no /proc")):
+            with self.subTest(exc=exc):
+                with mock.patch.object(credgate, "open", create=True, side_effect=exc):
+                    self.assertIs(credgate._privileged(), True, "an unreadable auxv must count as privileged")
+        with mock.patch.object(credgate.os, "geteuid", return_value=os.getuid() + 1):
+            self.assertIs(credgate._privileged(), True)
+        with mock.patch.object(credgate.os, "getegid", return_value=os.getgid() + 1):
+            self.assertIs(credgate._privileged(), True)
+
+        saved = os.environ.get("CREDGATE_SOCKET")
+        try:
+            os.environ["CREDGATE_SOCKET"] = "/somewhere/else.sock"
+            self.assertEqual(credgate.resolve_socket_path(), "/somewhere/else.sock")
+            with mock.patch.object(credgate, "_privileged", return_value=True):
+                self.assertEqual(credgate.resolve_socket_path(), credgate.DEFAULT_SOCKET)
+                self.assertEqual(credgate.resolve_socket_path("/given.sock"), "/given.sock")
+        finally:
+            if saved is None:
+                os.environ.pop("CREDGATE_SOCKET", None)
+            else:
+                os.environ["CREDGATE_SOCKET"] = saved
+
     def test_error_pickles(self):
         import pickle
         e = credgate.CredgateError("bad-peer-fd", "x", errno=9, from_daemon=True)
@@ -945,9 +1003,10 @@ class TestFakeServer(unittest.TestCase):
             server.wait_eof(conn)
         with FakeServer(handler) as fake:
             with credgate.Client(fake.path, timeout=1) as c:
-                self.assertIs(c.check("py.x"), False)
-                time.sleep(0.1)
-                self.assert_reason("malformed-reply", c.check, "py.x")
+                # Both lines came in one write: the second is noticed at once.
+                e = self.assert_reason("malformed-reply", c.check, "py.x")
+                self.assertIn("more replies than requests", str(e))
+                self.assertTrue(c.closed)
 
         def extra(server, conn):
             for _ in range(3):
@@ -956,15 +1015,87 @@ class TestFakeServer(unittest.TestCase):
             server.wait_eof(conn)
         with FakeServer(extra) as fake:
             with credgate.Client(fake.path, timeout=1) as c:
-                # The fourth line is noticed with the third (one read) or,
-                # at the latest, before the next request is answered.
-                try:
-                    self.assertEqual(c.check_many(["a", "b", "c"]), [False] * 3)
-                except credgate.CredgateError as e:
-                    self.assertEqual(e.reason, "malformed-reply")
-                else:
-                    time.sleep(0.1)
-                    self.assert_reason("malformed-reply", c.check_many, ["a"])
+                e = self.assert_reason("malformed-reply", c.check_many, ["a", "b", "c"])
+                self.assertIn("more replies than requests", str(e))
+
+        def late(server, conn):
+            server.read_line(conn)
+            conn.sendall(b"DENY\n")
+            time.sleep(0.2)
+            conn.sendall(b"ALLOW\n")
+            server.wait_eof(conn)
+        with FakeServer(late) as fake:
+            with credgate.Client(fake.path, timeout=1) as c:
+                # A line that comes later is caught before the next request.
+                self.assertIs(c.check("py.x"), False)
+                time.sleep(0.4)
+                self.assert_reason("malformed-reply", c.check, "py.x")
+
+    def test_more_replies_than_requests(self):
+        """Exactly as libcredgate: the reply after the last one asked for
+        fails the call (CredgateError "malformed-reply", "more replies than
+        requests"), for check() and check_many(), even a partial line."""
+        for reply, actions in ((b"ALLOW\nALLOW\n", ["a"]), (b"ALLOW\nA", ["a"]),
+                               (b"ALLOW\nDENY\nALLOW\n", ["a", "b"]), (b"DENY\nDENY\nERR timeout\n", ["a", "b"])):
+            with self.subTest(reply=reply, n=len(actions)):
+                def handler(server, conn):
+                    for _ in actions:
+                        server.read_line(conn)
+                    conn.sendall(reply)
+                    server.wait_eof(conn)
+                with FakeServer(handler) as fake:
+                    with credgate.Client(fake.path, timeout=2) as c:
+                        call = (lambda: c.check(actions[0])) if len(actions) == 1 else (lambda: c.check_many(actions))
+                        e = self.assert_reason("malformed-reply", call)
+                        self.assertEqual(str(e), "malformed-reply: more replies than requests")
+                        self.assertTrue(c.closed)
+        # Exactly the replies asked for, then EOF: an answer.
+        with FakeServer(reply_with(b"ALLOW\nDENY\n", "close")) as fake:
+            with credgate.Client(fake.path, timeout=2) as c:
+                self.assertEqual(c.check_many(["a", "b"]), [True, False])
+
+    def test_not_a_broker_reply(self):
+        with FakeServer(reply_with(b"ERR not-a-broker\n", "close")) as fake:
+            a, b = socket.socketpair()
+            with a, b:
+                with credgate.Client(fake.path, timeout=2) as c:
+                    e = self.assert_reason("not-a-broker", c.check_peer, a, "py.x")
+                    self.assertTrue(e.from_daemon)
+                    self.assertTrue(c.closed)
+        self.assertEqual(bytes(fake.received), b"CHECK-PEER py.x\n")
+
+    def test_descriptor_refused_by_the_kernel_is_not_a_broker(self):
+        """A daemon socket with SO_PASSRIGHTS off (Linux 6.16+), as credgated
+        sets it for clients that are no brokers: sendmsg() with the fd fails
+        with EPERM, reported as "not-a-broker" too."""
+        ready = threading.Event()
+        status = {}
+
+        def handler(server, conn):
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, _SO_PASSRIGHTS, 0)
+                status["err"] = 0
+            except OSError as e:
+                status["err"] = e.errno
+            ready.set()
+            server.wait_eof(conn)
+        with FakeServer(handler) as fake:
+            a, b = socket.socketpair()
+            with a, b, credgate.Client(fake.path, timeout=2) as c:
+                # The option must be set before we send: wait for the handler.
+                self.assertTrue(ready.wait(5), "the fake server did not accept")
+                if status["err"] == errno.ENOPROTOOPT:
+                    self.skipTest("this kernel has no SO_PASSRIGHTS (Linux 6.16 and later)")
+                self.assertEqual(status["err"], 0, os.strerror(status["err"]))
+                e = self.assert_reason("not-a-broker", c.check_peer, a, "py.x")
+                self.assertEqual(e.errno, errno.EPERM)
+                self.assertFalse(e.from_daemon)
+                self.assertIn("brokers", str(e))
+                self.assertTrue(c.closed)
+                # The descriptor is still ours.
+                a.sendall(b"x")
+                self.assertEqual(b.recv(1), b"x")
+        self.assertEqual(bytes(fake.received), b"")
 
     def test_pipelining_against_a_lockstep_server(self):
         """A server that writes each reply with a blocking write and a tiny
@@ -1089,7 +1220,8 @@ class TestModuleAsOtherIdentities(DaemonTests):
         want = {a: expected(a, uid, gid, groups) for a in ACTIONS}
         self.assertEqual(got["oneshot"], want)
         self.assertEqual(got["checks"], want)
-        self.assertEqual(got["peer"], want)
+        # Broker queries are for the brokers the policy names.
+        self.assertEqual(got["peer"], want if uid in BROKERS else "not-a-broker")
         self.assertEqual(got["many"], [want[a] for a in ACTIONS] * 50)
 
 

@@ -14,6 +14,9 @@
  *
  * The broker case with a client of another identity needs root. Without it
  * that TCase is not registered, and main() says so on stderr.
+ *
+ * The folder is not in /tmp: credgated refuses a policy below a folder that
+ * others can write (testtmp.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +40,7 @@
 
 #include "credgate.h"
 #include "macro.h"
+#include "testtmp.h"
 #include "testutil.h"
 
 /* Never a valid decision: shows whether an out-parameter was written. */
@@ -45,7 +49,7 @@
 static const char *credgated_path;
 
 /* One folder per TCase: the policy, the daemon's socket and log, the fake server's socket. */
-static char dir[] = "/tmp/credgate-lib-XXXXXX";
+static char dir[64];
 static char policy_path[sizeof(dir) + 32];
 static char sock_path[sizeof(dir) + 32];
 static char log_path[sizeof(dir) + 32];
@@ -165,10 +169,8 @@ static void print_daemon_log(void) {
 
 /* Unchecked fixture: a fresh folder with the paths every test uses. */
 static void dir_setup(void) {
-        strcpy(dir, "/tmp/credgate-lib-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(dir));
-        /* Children that dropped root must reach the sockets. */
-        ck_assert_int_eq(chmod(dir, 0755), 0);
+        /* 0755: children that dropped root must reach the sockets. */
+        ck_assert_int_eq(test_trusted_mkdtemp(dir, sizeof(dir), "credgate-lib"), 0);
         snprintf(policy_path, sizeof(policy_path), "%s/policy.conf", dir);
         snprintf(sock_path, sizeof(sock_path), "%s/cg.sock", dir);
         snprintf(log_path, sizeof(log_path), "%s/credgated.log", dir);
@@ -768,6 +770,8 @@ static const Reply bad_replies[] = {
         R("empty line", "\n", -EBADMSG),
         R("ERR timeout", "ERR timeout\n", -ETIMEDOUT),
         R("ERR bad-peer-fd", "ERR bad-peer-fd\n", -EBADF),
+        R("ERR not-a-broker", "ERR not-a-broker\n", -EPERM),
+        R("ERR no-credentials", "ERR no-credentials\n", -ENODATA),
         R("ERR whatever", "ERR whatever\n", -EPROTO),
         R("ERR alone", "ERR\n", 0),
         R("PONG to a CHECK", "PONG\n", -EBADMSG),
@@ -949,6 +953,133 @@ START_TEST(test_unsolicited_reply) {
 }
 END_TEST
 
+/* More replies than requests: refused, not ignored (as the Python module does). */
+START_TEST(test_more_replies_than_requests) {
+        static const Reply two = { "ALLOW twice", "ALLOW\nALLOW\n", 12, 0, true };
+        static const Reply partial = { "ALLOW and a bit", "ALLOW\nA", 7, 0, true };
+        static const Reply three = { "three for two", "ALLOW\nALLOW\nALLOW\n", 18, 0, true };
+        static const char *const two_actions[] = { "t.a", "t.b" };
+        credgate_decision d[2] = { SENTINEL, SENTINEL };
+        credgate *c;
+
+        c = fake_connect(&two, NULL);
+        ck_assert_int_eq(credgate_check(c, "t.a", d), -EBADMSG);
+        ck_assert_int_eq(d[0], SENTINEL);
+        ck_assert_int_eq(credgate_ping(c), -ENOTCONN);
+        conn_close(c);
+
+        c = fake_connect(&partial, NULL);
+        ck_assert_int_eq(credgate_check(c, "t.a", d), -EBADMSG);
+        ck_assert_int_eq(d[0], SENTINEL);
+        conn_close(c);
+
+        c = fake_connect(&three, NULL);
+        ck_assert_int_eq(credgate_check_many(c, two_actions, 2, d), -EBADMSG);
+        ck_assert_int_eq(d[0], SENTINEL);
+        ck_assert_int_eq(d[1], SENTINEL);
+        conn_close(c);
+
+        /* Exactly as many replies, then the daemon closes: a good answer. */
+        static const Reply exact = R("ALLOW, DENY, EOF", "ALLOW\nDENY\n", 0);
+        c = fake_connect(&exact, NULL);
+        ck_assert_int_eq(credgate_check_many(c, two_actions, 2, d), 0);
+        ck_assert_int_eq(d[0], CREDGATE_ALLOW);
+        ck_assert_int_eq(d[1], CREDGATE_DENY);
+        conn_close(c);
+        fake_stop();
+}
+END_TEST
+
+START_TEST(test_not_a_broker_reply) {
+        static const Reply nab = R("ERR not-a-broker", "ERR not-a-broker\n", -EPERM);
+        credgate_decision d = SENTINEL;
+        int sv[2];
+
+        credgate *c = fake_connect(&nab, NULL);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert_int_eq(credgate_check_peer(c, sv[0], "t.allow", &d), -EPERM);
+        ck_assert_int_eq(d, SENTINEL);
+        ck_assert_int_eq(credgate_ping(c), -ENOTCONN);
+        ck_assert_ptr_nonnull(strstr(credgate_strerror(-EPERM), "brokers named in its policy"));
+        ck_assert_ptr_nonnull(strstr(credgate_strerror(EPERM), "settings: brokers"));
+        close(sv[0]);
+        close(sv[1]);
+        conn_close(c);
+        fake_stop();
+}
+END_TEST
+
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83 /* Linux 6.16 */
+#endif
+
+/*
+ * A daemon whose socket takes no descriptors from us (SO_PASSRIGHTS off, as
+ * credgated sets it for a client that is not a broker on kernels that have
+ * it): the kernel fails our sendmsg() with EPERM, which is the same refusal.
+ */
+START_TEST(test_check_peer_descriptor_refused_by_kernel) {
+        credgate_decision d = SENTINEL;
+        int pp[2], sv[2], status, err = -1;
+
+        fake_stop();
+        fake_lfd = listen_at(fake_path);
+        ck_assert_int_eq(pipe2(pp, O_CLOEXEC), 0);
+        fflush(NULL);
+        fake_pid = fork();
+        ck_assert_int_ge(fake_pid, 0);
+        if (fake_pid == 0) {
+                int zero = 0, e, fd;
+                char buf[256];
+                ssize_t k, got = 0;
+
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                alarm(20);
+                fd = accept(fake_lfd, NULL, NULL);
+                if (fd < 0)
+                        _exit(1);
+                /* Set before the client sends anything: it waits for this byte. */
+                e = setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &zero, sizeof(zero)) < 0 ? errno : 0;
+                if (write(pp[1], &e, sizeof(e)) != sizeof(e))
+                        _exit(1);
+                while ((k = read(fd, buf, sizeof(buf))) > 0)
+                        got += k;
+                _exit(got == 0 ? 0 : 3); /* the refused request never arrives */
+        }
+        close(pp[1]);
+        credgate *c = open_conn(fake_path);
+        struct pollfd p = { .fd = pp[0], .events = POLLIN };
+        ck_assert_int_eq(poll(&p, 1, 5000), 1);
+        ck_assert_int_eq(read(pp[0], &err, sizeof(err)), (ssize_t) sizeof(err));
+        close(pp[0]);
+        if (err == ENOPROTOOPT) {
+                fprintf(stderr, "# SKIP test_check_peer_descriptor_refused_by_kernel: this kernel has no "
+                                "SO_PASSRIGHTS (Linux 6.16 and later)\n");
+                conn_close(c);
+                fake_stop();
+                return;
+        }
+        ck_assert_msg(err == 0, "setsockopt(SO_PASSRIGHTS): %s", strerror(err));
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        int r = credgate_check_peer(c, sv[0], "t.allow", &d);
+        ck_assert_msg(r == -EPERM, "credgate_check_peer: %d (%s), want -EPERM", r, credgate_strerror(r));
+        ck_assert_int_eq(d, SENTINEL);
+        ck_assert_ptr_nonnull(strstr(credgate_strerror(r), "brokers named in its policy"));
+        ck_assert_int_eq(credgate_check(c, "t.allow", &d), -ENOTCONN);
+        /* The descriptor is still ours. */
+        ck_assert_int_ge(fcntl(sv[0], F_GETFD), 0);
+        close(sv[0]);
+        close(sv[1]);
+        conn_close(c);
+        ck_assert_int_eq(waitpid(fake_pid, &status, 0), fake_pid);
+        fake_pid = -1;
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fake server: wait status 0x%x",
+                      (unsigned) status);
+        fake_stop();
+}
+END_TEST
+
 START_TEST(test_never_answers) {
         credgate_decision d = SENTINEL;
         credgate *c = NULL;
@@ -1103,7 +1234,7 @@ END_TEST
 START_TEST(test_strerror) {
         static const int codes[] = {
                 0,          ENOENT, ECONNREFUSED, ETIMEDOUT, ENAMETOOLONG, ENOMEM, EINVAL, EBADF, ENOTCONN,
-                ECONNRESET, EBADMSG, EPROTO, EPERM, EUSERS, EPIPE, EACCES, 99999, INT32_MAX,
+                ECONNRESET, EBADMSG, EPROTO, EPERM, ENODATA, EUSERS, EPIPE, EACCES, 99999, INT32_MAX,
         };
         for (size_t i = 0; i < ELEMENTSOF(codes); i++)
                 for (int sign = -1; sign <= 1; sign += 2) {
@@ -1113,6 +1244,10 @@ START_TEST(test_strerror) {
         ck_assert_ptr_nonnull(credgate_strerror(INT32_MIN));
         ck_assert_str_ne(credgate_strerror(-ENOENT), credgate_strerror(-ETIMEDOUT));
         ck_assert_str_ne(credgate_strerror(-EBADMSG), credgate_strerror(-ENOENT));
+        /* Every code the library maps an ERR reason to has a text of its own. */
+        ck_assert_str_ne(credgate_strerror(-EPERM), credgate_strerror(-ENODATA));
+        ck_assert_str_ne(credgate_strerror(-ENODATA), strerror(ENODATA));
+        ck_assert_str_ne(credgate_strerror(-EPERM), strerror(EPERM));
 }
 END_TEST
 
@@ -1229,6 +1364,9 @@ static Suite *libcredgate_suite(void) {
         tcase_add_test(tc, test_fake_server_good_replies);
         tcase_add_loop_test(tc, test_strict_reply, 0, (int) (ELEMENTSOF(bad_replies) * _CALL_MAX));
         tcase_add_test(tc, test_unsolicited_reply);
+        tcase_add_test(tc, test_more_replies_than_requests);
+        tcase_add_test(tc, test_not_a_broker_reply);
+        tcase_add_test(tc, test_check_peer_descriptor_refused_by_kernel);
         tcase_add_test(tc, test_never_answers);
         tcase_add_test(tc, test_strict_ping_whoami);
         tcase_add_test(tc, test_strerror);
