@@ -3,7 +3,10 @@
  * Listening sockets: the ones systemd hands over (socket activation comes
  * first), or one we bind ourselves when run standalone. Standalone binding
  * never destroys anything it did not create: a live socket means another
- * daemon runs, and a file that is not a socket is left alone.
+ * daemon runs, and a file that is not a socket is left alone. It binds only
+ * in a folder nobody else can write, for whoever can write there could put
+ * a fake daemon's socket in our place, and it never changes a mode through
+ * a path, which could be a symlink by then: the modes come from the umask.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "listen.h"
 #include "macro.h"
@@ -44,15 +48,33 @@ int listen_activated(int **ret_fds, int *ret_bad) {
         return n;
 }
 
-static int make_parent(const char *path) {
+/* Owned by root or us, writable by nobody else. Return: 0, -ENOTDIR, -EPERM. */
+static int folder_trusted(const struct stat *st) {
+        if (!S_ISDIR(st->st_mode))
+                return -ENOTDIR;
+        /* Sticky does not help: another user could bind the name first. */
+        if ((st->st_uid != 0 && st->st_uid != geteuid()) || (st->st_mode & (S_IWGRP | S_IWOTH)))
+                return -EPERM;
+        return 0;
+}
+
+/* Create the folder of @path when missing (0755), then judge it. */
+static int prepare_parent(const char *path) {
         _cleanup_free_ char *copy = strdup(path);
+        struct stat st;
+
         if (!copy)
                 return -ENOMEM;
         const char *dir = dirname(copy);
-        if (mkdir(dir, 0755) == 0)
-                /* Clients of any uid must reach the socket, whatever our umask. */
-                return chmod(dir, 0755) < 0 ? -errno : 0;
-        return errno == EEXIST ? 0 : -errno;
+        /* 0755 whatever our umask: clients of any uid must reach the socket. */
+        mode_t old = umask(0022);
+        int r = mkdir(dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+        umask(old);
+        if (r < 0)
+                return r;
+        if (stat(dir, &st) < 0)
+                return -errno;
+        return folder_trusted(&st);
 }
 
 /* Is someone listening on the socket file @sa? */
@@ -81,7 +103,7 @@ int listen_bind(const char *path) {
         memcpy(sa.sun_path, path, n);
         socklen_t len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + 1);
 
-        r = make_parent(path);
+        r = prepare_parent(path);
         if (r < 0)
                 return r;
 
@@ -101,10 +123,19 @@ int listen_bind(const char *path) {
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        if (bind(fd, (struct sockaddr *) &sa, len) < 0)
+        /* Every local user may ask; the decision, not the socket, guards
+         * access. bind() creates the file with the socket's own mode minus
+         * the umask, so set both: no chmod() on the path, which would follow
+         * a symlink put there after bind(). The umask is the process's, but
+         * only startup gets here and the closer thread creates no files. */
+        if (fchmod(fd, 0666) < 0)
                 return -errno;
-        /* Every local user may ask; the decision, not the socket, guards access. */
-        if (chmod(path, 0666) < 0 || listen(fd, SOMAXCONN) < 0) {
+        mode_t old = umask(0111);
+        r = bind(fd, (struct sockaddr *) &sa, len) < 0 ? -errno : 0;
+        umask(old);
+        if (r < 0)
+                return r;
+        if (listen(fd, SOMAXCONN) < 0) {
                 r = -errno;
                 unlink(path);
                 return r;

@@ -14,11 +14,16 @@
 int listen_activated(int **ret_fds, int *ret_bad);
 
 /*
- * Bind and listen on @path, mode 0666, creating its parent folder (0755)
- * when missing. A stale socket file nobody listens on is replaced.
+ * Bind and listen on @path, mode 0666 whatever the umask, creating its
+ * parent folder (0755) when missing. The parent folder (a symlink judged
+ * by its target) must be owned by root or our euid and writable by nobody
+ * else: not by its group, not by others even with the sticky bit. A stale
+ * socket file nobody listens on is replaced. No mode is ever set through
+ * the path.
  *
  * Return: the listening fd, or -errno: -EADDRINUSE when a server already
  * listens on @path, -EEXIST when @path exists and is not a socket,
- * -ENAMETOOLONG when @path does not fit a sockaddr_un.
+ * -EPERM when its parent folder is not trusted, -ENOTDIR when the parent
+ * is not a folder, -ENAMETOOLONG when @path does not fit a sockaddr_un.
  */
 int listen_bind(const char *path);

@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "listen.h"
@@ -192,6 +194,36 @@ static void print_check(const Args *a, const Sources *src, const Diags *d, int r
                        policy_n_files(p), d->n_warnings);
 }
 
+/* Say why listen_bind() refused the folder of @path (-EPERM). */
+static void log_untrusted_folder(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+        const char *dir = copy ? dirname(copy) : "its folder";
+        struct stat st;
+
+        if (!copy || stat(dir, &st) < 0)
+                log_error("cannot listen on '%s': its folder must be owned by root (or by the daemon's user) and "
+                          "writable by nobody else",
+                          path);
+        else if (st.st_uid != 0 && st.st_uid != geteuid())
+                log_error("cannot listen on '%s': its folder '%s' is owned by uid %u, so that user could put a "
+                          "fake daemon's socket there; use a folder owned by root (or by the daemon's user), such "
+                          "as /run/credgate",
+                          path, dir, (unsigned) st.st_uid);
+        else if (!(st.st_mode & (S_IWGRP | S_IWOTH)))
+                log_error("cannot listen on '%s': %s", path, strerror(EPERM));
+        else if (st.st_mode & S_ISVTX)
+                /* A shared folder such as /tmp: chmod is no fix. */
+                log_error("cannot listen on '%s': its folder '%s' is writable by %s (mode %04o), so another user "
+                          "could put a fake daemon's socket there first (the sticky bit does not stop that); use a "
+                          "folder only root can write, such as /run/credgate",
+                          path, dir, (st.st_mode & S_IWOTH) ? "others" : "group", (unsigned) (st.st_mode & 07777));
+        else
+                log_error("cannot listen on '%s': its folder '%s' is writable by %s (mode %04o), so another user "
+                          "could put a fake daemon's socket there; fix with: chmod go-w '%s'",
+                          path, dir, (st.st_mode & S_IWOTH) ? "others" : "group", (unsigned) (st.st_mode & 07777),
+                          dir);
+}
+
 static int listen_all(Server *s, const Args *a, bool *ret_activated) {
         _cleanup_free_ int *fds = NULL;
         int bad = -1;
@@ -215,10 +247,15 @@ static int listen_all(Server *s, const Args *a, bool *ret_activated) {
                 return 0;
 
         int fd = listen_bind(a->socket);
+        if (fd == -EPERM) {
+                log_untrusted_folder(a->socket);
+                return fd;
+        }
         if (fd < 0) {
                 const char *why = fd == -EADDRINUSE      ? "a server is already running there"
                                   : fd == -EEXIST        ? "the path exists and is not a socket; not touching it"
                                   : fd == -ENAMETOOLONG ? "the path is too long for a Unix socket"
+                                  : fd == -ENOTDIR      ? "a component of the path is not a folder"
                                                          : strerror(-fd);
                 log_error("cannot listen on '%s': %s", a->socket, why);
                 return fd;

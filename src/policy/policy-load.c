@@ -7,6 +7,13 @@
  *
  * Files are checked on the descriptor that is then read, so what was
  * checked is what is parsed. Symlinks are judged by their target.
+ *
+ * The folders above each file and drop-in folder are judged too, up to '/':
+ * whoever can rename entries in one of them can swap or hide everything
+ * below it. They are found by resolving the path one component at a time,
+ * so that the folders holding a symlink and those above its target are all
+ * judged. Once every one of them is trusted, nobody untrusted can change
+ * what the path leads to between that walk and the open().
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,11 +31,20 @@
 #include "policy-load.h"
 
 #define POLICY_FILE_MAX (256u << 20)
+#define SYMLINKS_MAX 40 /* as the kernel's path walk */
+
+/* A folder above a policy file, judged once per load. */
+typedef struct Judged {
+        char *path;
+        int r; /* 0 or -EPERM */
+} Judged;
 
 typedef struct Loader {
         const PolicyOptions *o;
         Diags *diags;
         Sources *sources;
+        Judged *judged;
+        size_t n_judged;
 } Loader;
 
 void sources_done(Sources *s) {
@@ -101,6 +117,159 @@ static int check_secure(Loader *l, const char *path, const struct stat *st) {
                 return -EPERM;
         }
         return 0;
+}
+
+/*
+ * Judge @dir, a folder on the way to @path (as configured): owned by root or
+ * the daemon's euid, writable by nobody else. A refusal is reported once per
+ * folder and load, however many paths pass through it.
+ * Return: 0, -EPERM after recording a refusal, -ENOMEM.
+ */
+static int judge_folder(Loader *l, const char *dir, const struct stat *st, const char *path) {
+        for (size_t i = 0; i < l->n_judged; i++)
+                if (strcmp(l->judged[i].path, dir) == 0)
+                        return l->judged[i].r;
+
+        int r = -EPERM;
+        if (st->st_uid != 0 && st->st_uid != l->o->trusted_uid)
+                diags_add(l->diags, false, dir, 0,
+                          "refusing: folder above '%s' is owned by uid %u; must be owned by root; fix with: "
+                          "chown root '%s'",
+                          path, (unsigned) st->st_uid, dir);
+        else if ((st->st_mode & S_IWOTH) && (st->st_mode & S_ISVTX))
+                /* The sticky bit stops renames, not new entries: /tmp is no place for a policy. */
+                diags_add(l->diags, false, dir, 0,
+                          "refusing: folder above '%s' is writable by others (mode %04o; the sticky bit does not "
+                          "stop anyone from creating entries); fix with: keep the policy in a folder only root can "
+                          "write, such as /etc/credgate",
+                          path, (unsigned) (st->st_mode & 07777));
+        else if (st->st_mode & (S_IWGRP | S_IWOTH))
+                diags_add(l->diags, false, dir, 0,
+                          "refusing: folder above '%s' is writable by %s (mode %04o); fix with: chmod go-w '%s'", path,
+                          (st->st_mode & S_IWOTH) ? "others" : "group", (unsigned) (st->st_mode & 07777), dir);
+        else
+                r = 0;
+
+        Judged *v = reallocarray(l->judged, l->n_judged + 1, sizeof(Judged));
+        if (!v)
+                return -ENOMEM;
+        l->judged = v;
+        if (!(v[l->n_judged].path = strdup(dir)))
+                return -ENOMEM;
+        v[l->n_judged++].r = r;
+        return r;
+}
+
+/* Is there a component other than "" after *@rest? */
+static bool more_components(const char *rest) {
+        return rest[strspn(rest, "/")] != '\0';
+}
+
+/*
+ * Judge every folder that resolving @path passes through, from '/' down,
+ * following symlinks as the kernel does: the folders holding a link and the
+ * ones above its target alike. The final component (the file or drop-in
+ * folder itself) is left to check_secure() on its descriptor. A missing
+ * component ends the walk, with what exists above it judged: whoever could
+ * write there could have renamed the rest away. Other lookup errors end it
+ * too; open() then reports them.
+ * Return: 0, -EPERM after recording a refusal, -ENOMEM.
+ */
+static int check_folders_above(Loader *l, const char *path) {
+        _cleanup_free_ char *done = NULL, *todo = NULL;
+        struct stat st;
+        size_t n_done = 0;
+        unsigned links = 0;
+        int r;
+
+        if (!l->o->check_ownership)
+                return 0;
+        if (path[0] == '/')
+                todo = strdup(path);
+        else {
+                _cleanup_free_ char *cwd = getcwd(NULL, 0);
+                if (!cwd) {
+                        if (errno == ENOMEM)
+                                return -ENOMEM;
+                        /* Without the folders above it there is no judging it. */
+                        diags_add(l->diags, false, path, 0,
+                                  "refusing: cannot tell which folders lie above it (getcwd: %s); give an absolute "
+                                  "path",
+                                  strerror(errno));
+                        return -EPERM;
+                }
+                if (asprintf(&todo, "%s/%s", cwd, path) < 0)
+                        todo = NULL;
+        }
+        size_t cap = 256;
+        if (!todo || !(done = malloc(cap)))
+                return -ENOMEM;
+        done[0] = '\0'; /* the resolved prefix so far, "" for '/' */
+        if (stat("/", &st) < 0)
+                return 0;
+        r = judge_folder(l, "/", &st, path);
+        if (r < 0)
+                return r;
+
+        for (char *rest = todo;;) {
+                rest += strspn(rest, "/");
+                if (*rest == '\0')
+                        return 0;
+                size_t len = strcspn(rest, "/");
+                char *comp = rest;
+                rest += len;
+                if (len == 1 && comp[0] == '.')
+                        continue;
+                if (len == 2 && comp[0] == '.' && comp[1] == '.') {
+                        /* done holds no symlink: ".." is textual there. */
+                        char *slash = strrchr(done, '/');
+                        n_done = slash ? (size_t) (slash - done) : 0;
+                        done[n_done] = '\0';
+                        continue;
+                }
+                bool last = !more_components(rest);
+                if (n_done + len + 2 > cap) {
+                        char *m = realloc(done, n_done + len + 2);
+                        if (!m)
+                                return -ENOMEM;
+                        done = m;
+                        cap = n_done + len + 2;
+                }
+                done[n_done] = '/';
+                memcpy(done + n_done + 1, comp, len);
+                done[n_done + 1 + len] = '\0';
+                if (lstat(done, &st) < 0)
+                        return 0;
+                if (S_ISLNK(st.st_mode)) {
+                        _cleanup_free_ char *target = NULL, *next = NULL;
+                        if (++links > SYMLINKS_MAX)
+                                return 0;
+                        target = malloc((size_t) st.st_size + 1);
+                        if (!target)
+                                return -ENOMEM;
+                        ssize_t k = readlink(done, target, (size_t) st.st_size + 1);
+                        if (k < 0 || k > st.st_size)
+                                return 0; /* changed under us: open() will tell */
+                        target[k] = '\0';
+                        done[n_done] = '\0'; /* the link's folder, already judged */
+                        if (target[0] == '/') {
+                                n_done = 0;
+                                done[0] = '\0';
+                        }
+                        if (asprintf(&next, "%s%s", target, rest) < 0)
+                                return -ENOMEM;
+                        free(todo);
+                        todo = TAKE_PTR(next);
+                        rest = todo;
+                        continue;
+                }
+                if (last || !S_ISDIR(st.st_mode))
+                        return 0;
+                r = judge_folder(l, done, &st, path);
+                if (r < 0)
+                        return r;
+                n_done += 1 + len;
+        }
 }
 
 static bool is_dev_null(const struct stat *st) {
@@ -194,9 +363,17 @@ static bool ends_with_conf(const char *name) {
 
 /* Collect the *.conf names of one folder; earlier folders win. */
 static int scan_dir(Loader *l, const char *dir, DropIn **v, size_t *n) {
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         struct stat st;
+        int fd, r;
 
+        /* Judged even when the folder is missing: it may have been renamed away. */
+        r = check_folders_above(l, dir);
+        if (r < 0) {
+                if (r == -EPERM)
+                        note_source(l, dir, SOURCE_FAILED, "insecure folder above it");
+                return r;
+        }
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
                 if (errno == ENOENT)
                         return 0; /* a folder that does not exist holds no rules */
@@ -213,7 +390,7 @@ static int scan_dir(Loader *l, const char *dir, DropIn **v, size_t *n) {
                 close(fd);
                 return -ENOMEM;
         }
-        int r = 0;
+        r = 0;
         struct dirent *de;
         while ((de = readdir(d))) {
                 _cleanup_free_ char *path = NULL;
@@ -260,7 +437,13 @@ static int load_one(Loader *l, PolicyBuilder *b, const char *path, bool main_fil
         _cleanup_free_ char *text = NULL;
         size_t n_rules = 0;
 
-        int r = read_file(l, path, !main_file, &text);
+        int r = check_folders_above(l, path);
+        if (r < 0) {
+                if (r == -EPERM)
+                        note_source(l, path, SOURCE_FAILED, "insecure folder above it");
+                return r;
+        }
+        r = read_file(l, path, !main_file, &text);
         if (r == 1) {
                 note_source(l, path, SOURCE_MASK, "empty or /dev/null: masks files of this name");
                 return 0;
@@ -305,6 +488,9 @@ int policy_load_full(const PolicyOptions *o, Diags *diags, Sources *sources, Set
                 free(dropins[i].path);
         }
         free(dropins);
+        for (size_t i = 0; i < l.n_judged; i++)
+                free(l.judged[i].path);
+        free(l.judged);
 
         if (r == -ENOMEM)
                 return r;

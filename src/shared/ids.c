@@ -17,12 +17,14 @@
 int id_parse(const char *s, size_t n, uint32_t *ret) {
         uint64_t v = 0;
 
-        if (n == 0 || n > 10)
+        if (n == 0)
                 return -EINVAL;
         for (size_t i = 0; i < n; i++) {
                 if (s[i] < '0' || s[i] > '9')
                         return -EINVAL;
-                v = v * 10 + (uint64_t) (s[i] - '0');
+                /* Saturate: "99999999999" is a number, just too large. */
+                if (v <= ID_MAX)
+                        v = v * 10 + (uint64_t) (s[i] - '0');
         }
         if (v > ID_MAX)
                 return -ERANGE;

@@ -11,8 +11,9 @@
 
 /*
  * A decimal uid or gid of @n characters: digits only (no sign, space or
- * prefix), 0..ID_MAX.
- * Return: 0 and *ret, -EINVAL for junk, -ERANGE for a number above ID_MAX.
+ * prefix), 0..ID_MAX; leading zeros are allowed.
+ * Return: 0 and *ret, -EINVAL for anything but digits, -ERANGE for digits
+ * whose value is above ID_MAX, however many there are.
  */
 int id_parse(const char *s, size_t n, uint32_t *ret);
 

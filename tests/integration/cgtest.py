@@ -17,6 +17,7 @@ Makefile.am): CREDGATED, CREDGATE_CLI, CREDGATE_SRCDIR, CREDGATE_BUILDDIR,
 SYSTEMD_ANALYZE, SYSTEMD_SOCKET_ACTIVATE.
 """
 
+import array
 import ctypes
 import ctypes.util
 import os
@@ -83,13 +84,61 @@ def is_root():
 needs_root = unittest.skipUnless(os.geteuid() == 0, "needs root (setuid/setgid to other identities)")
 
 
+def trusted_folder(path):
+    """Would credgated accept @path and every folder above it (resolved)
+    to hold its policy or socket: each owned by root or by us, none
+    writable by group or others (the sticky bit of /tmp does not help)?"""
+    path = os.path.realpath(path)
+    while True:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+_base = None
+
+
+def _temp_base():
+    """Where mkdtemp() makes its folders. Not /tmp: credgated refuses a
+    policy or a socket below a folder others can write (issue 10), and the
+    tests must not weaken that. In order: $CREDGATE_TEST_TMPDIR, $TMPDIR
+    when trusted, /run/credgate-tests (made 0755 as root), $XDG_RUNTIME_DIR,
+    the build folder. Short paths only: a Unix socket path has at most 107
+    bytes."""
+    global _base
+    if _base:
+        return _base
+    cands = [os.environ.get("CREDGATE_TEST_TMPDIR"), os.environ.get("TMPDIR")]
+    if os.geteuid() == 0:
+        run = "/run/credgate-tests"
+        try:
+            os.mkdir(run, 0o755)
+            os.chmod(run, 0o755)
+        except FileExistsError:
+            pass
+        except OSError:
+            run = None
+        cands.append(run)
+    cands += [os.environ.get("XDG_RUNTIME_DIR"), os.environ.get("CREDGATE_BUILDDIR")]
+    for c in cands:
+        if c and os.path.isabs(c) and len(c) <= 40 and os.path.isdir(c) and trusted_folder(c):
+            _base = c
+            return c
+    _bail("no folder for temporary test files that credgated would trust (every folder above it owned "
+          "by root or by us, none writable by group or others; /tmp is not one): set CREDGATE_TEST_TMPDIR "
+          "to one, at most 40 characters long")
+
+
 def mkdtemp(prefix="cg-"):
-    """A fresh temp dir, mode 0755 so dropped-privilege children can reach
-    sockets in it. Kept short: a Unix socket path has at most 107 bytes."""
-    base = tempfile.gettempdir()
-    if len(base) > 40:
-        base = "/tmp"
-    d = tempfile.mkdtemp(prefix=prefix, dir=base)
+    """A fresh temp dir in a folder credgated trusts (see _temp_base()),
+    mode 0755 so dropped-privilege children can reach sockets in it."""
+    d = tempfile.mkdtemp(prefix=prefix, dir=_temp_base())
     os.chmod(d, 0o755)
     return d
 
@@ -260,6 +309,49 @@ class Client:
 # ---------------------------------------------------------------------------
 # Running the daemon
 
+class Notify:
+    """A test NOTIFY_SOCKET: collects datagrams with the sender's pid."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.msgs = []  # (pid, {key: value}, raw)
+        self.seen = 0
+
+    def close(self):
+        self.sock.close()
+
+    def _recv(self, timeout):
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        if not r:
+            return False
+        data, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
+        pid = None
+        for level, typ, cdata in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                pid = array.array("i", cdata[:12])[0]
+        text = data.decode()
+        fields = dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
+        self.msgs.append((pid, fields, text))
+        return True
+
+    def next(self, pred, what, timeout=10.0):
+        """The first not yet consumed message matching @pred."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.seen < len(self.msgs):
+                m = self.msgs[self.seen]
+                self.seen += 1
+                if pred(m[1]):
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no notification with {what} within {timeout} s; got "
+                                     f"{[m[2] for m in self.msgs]}")
+            self._recv(left)
+
+
 class DaemonError(AssertionError):
     pass
 
@@ -311,6 +403,11 @@ class Daemon:
         if self.timeout is not None:
             cmd += ["--timeout", str(self.timeout)]
         cmd += self.args
+        # The compiled-in drop-in folders are the host's (or, under
+        # distcheck, below the build folder, which credgated refuses when
+        # that is in /tmp): a test names its own, or gets an empty one.
+        if "--rules-dir" not in self.args:
+            cmd += ["--rules-dir", os.path.join(self.dir, "rules.d")]
         if self.activate:
             cmd = [socket_activate(), "-l", self.socket] + self.activate_args + cmd
         return cmd

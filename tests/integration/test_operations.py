@@ -11,7 +11,6 @@ STOPPING on a test notify socket.
 Measured figures (reload counts, latencies, idle-exit timing) are printed as
 TAP comments ("# ...")."""
 
-import array
 import ctypes
 import fcntl
 import os
@@ -1265,47 +1264,7 @@ class TestAudit(TempDirTest):
 # ---------------------------------------------------------------------------
 # sd_notify
 
-class Notify:
-    """A test NOTIFY_SOCKET: collects datagrams with the sender's pid."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.msgs = []  # (pid, {key: value}, raw)
-        self.seen = 0
-
-    def close(self):
-        self.sock.close()
-
-    def _recv(self, timeout):
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        if not r:
-            return False
-        data, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
-        pid = None
-        for level, typ, cdata in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
-                pid = array.array("i", cdata[:12])[0]
-        text = data.decode()
-        fields = dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
-        self.msgs.append((pid, fields, text))
-        return True
-
-    def next(self, pred, what, timeout=10.0):
-        """The first not yet consumed message matching @pred."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.seen < len(self.msgs):
-                m = self.msgs[self.seen]
-                self.seen += 1
-                if pred(m[1]):
-                    return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no notification with {what} within {timeout} s; got "
-                                     f"{[m[2] for m in self.msgs]}")
-            self._recv(left)
+Notify = cgtest.Notify
 
 
 STATUS_RE = (r"(\d+) rules from (\d+) files; requests (\d+) \(allowed (\d+), denied (\d+), errors (\d+)\); "

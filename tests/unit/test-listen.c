@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Listening sockets (listen.c): standalone binding in a temporary folder
- * (mode, parent folder, stale and live sockets, files that must be left
- * alone, over-long paths) and socket activation with real fds at 3, 4, ...
+ * (mode, parent folder and whether it is trusted, stale and live sockets,
+ * files that must be left alone, no mode set through a path, over-long
+ * paths) and socket activation with real fds at 3, 4, ...
  *
  * Socket activation takes fds 3 and up, which the test runner may be using,
  * so every activation case runs in a forked child that reports back through
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,6 +71,29 @@ static const char *at(const char *name) {
         k = (k + 1) % ELEMENTSOF(buf);
         snprintf(buf[k], sizeof(buf[k]), "%s/%s", dir, name);
         return buf[k];
+}
+
+/*
+ * chmod(), as listen.c would call it: this definition in the executable
+ * takes the place of libc's. When armed for a path, it first replaces that
+ * path with a symlink to a victim file, as another user who can write the
+ * folder could between bind() and chmod(), then does the real chmod(),
+ * which follows the link. Proves that no mode is set through a path.
+ */
+static struct {
+        const char *path, *victim;
+        unsigned calls;
+} chmod_race;
+
+int chmod(const char *path, mode_t mode) {
+        if (chmod_race.path && strcmp(path, chmod_race.path) == 0) {
+                chmod_race.calls++;
+                (void) unlink(path);
+                (void) rmdir(path);
+                if (symlink(chmod_race.victim, path) < 0)
+                        return -1;
+        }
+        return (int) syscall(SYS_fchmodat, AT_FDCWD, path, mode);
 }
 
 static socklen_t make_sa(struct sockaddr_un *sa, const char *path) {
@@ -431,6 +456,137 @@ START_TEST(test_bind_symlink) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------- */
+/* listen_bind(): the folder must be trusted, no mode set through the path */
+
+/* listen_bind(@path) refuses the folder: -EPERM, nothing created in it. */
+static void assert_folder_refused(const char *folder, const char *path) {
+        struct stat before, after;
+
+        ck_assert_int_eq(stat(folder, &before), 0);
+        int r = listen_bind(path);
+        ck_assert_msg(r == -EPERM, "listen_bind('%s') in a folder of mode %04o, uid %u: %d (%s), want -EPERM", path,
+                      (unsigned) (before.st_mode & 07777), (unsigned) before.st_uid, r, strerror(-r));
+        ck_assert_int_eq(access(path, F_OK), -1);
+        ck_assert_int_eq(stat(folder, &after), 0);
+        ck_assert_uint_eq(before.st_mode, after.st_mode);
+}
+
+START_TEST(test_bind_folder_writable_refused) {
+        /* Group- or other-writable, sticky or not: someone else could bind the name. */
+        static const mode_t modes[] = { 0775, 0757, 0777, 01777, 01770, 0730 };
+
+        for (size_t i = 0; i < ELEMENTSOF(modes); i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "f%zu", i);
+                const char *folder = at(name);
+                snprintf(name, sizeof(name), "f%zu/cg.sock", i);
+                const char *sock = at(name);
+
+                ck_assert_int_eq(mkdir(folder, 0700), 0);
+                ck_assert_int_eq(chmod(folder, modes[i]), 0);
+                assert_folder_refused(folder, sock);
+        }
+}
+END_TEST
+
+START_TEST(test_bind_folder_owned_by_other_uid_refused) {
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP: test_bind_folder_owned_by_other_uid_refused needs root to chown\n");
+                return;
+        }
+        ck_assert_int_eq(mkdir(at("theirs"), 0755), 0);
+        ck_assert_int_eq(chown(at("theirs"), 1000, 1000), 0);
+        assert_folder_refused(at("theirs"), at("theirs/cg.sock"));
+
+        /* Our own folder is fine, whoever we are. */
+        ck_assert_int_eq(chown(at("theirs"), geteuid(), getegid()), 0);
+        int fd = listen_bind(at("theirs/cg.sock"));
+        assert_listening(fd, at("theirs/cg.sock"));
+        close(fd);
+}
+END_TEST
+
+/* A folder given through a symlink is judged by its target. */
+START_TEST(test_bind_folder_symlink_judged_by_target) {
+        ck_assert_int_eq(mkdir(at("open"), 0700), 0);
+        ck_assert_int_eq(chmod(at("open"), 01777), 0);
+        ck_assert_int_eq(symlink(at("open"), at("run")), 0);
+        assert_folder_refused(at("open"), at("run/cg.sock"));
+
+        ck_assert_int_eq(mkdir(at("safe"), 0755), 0);
+        ck_assert_int_eq(symlink(at("safe"), at("run2")), 0);
+        int fd = listen_bind(at("run2/cg.sock"));
+        assert_listening(fd, at("run2/cg.sock"));
+        close(fd);
+}
+END_TEST
+
+/* The folder where the socket goes is not a folder. */
+START_TEST(test_bind_folder_not_a_folder) {
+        int fd = open(at("file"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        ck_assert_int_ge(fd, 0);
+        close(fd);
+        ck_assert_int_eq(listen_bind(at("file/cg.sock")), -ENOTDIR);
+}
+END_TEST
+
+/* Another user replaces the new socket with a symlink right after bind(): nothing follows it. */
+START_TEST(test_bind_sets_no_mode_through_the_path) {
+        const char *p = at("cg.sock"), *victim = at("victim");
+        struct stat st;
+        int fd = open(victim, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+        ck_assert_int_ge(fd, 0);
+        close(fd);
+        ck_assert_int_eq(chmod(victim, 0600), 0);
+        chmod_race.path = p;
+        chmod_race.victim = victim;
+        fd = listen_bind(p);
+        chmod_race.path = NULL;
+        ck_assert_int_eq(stat(victim, &st), 0);
+        ck_assert_msg((st.st_mode & 07777) == 0600, "listen_bind() chmod()ed through a symlink: '%s' is now %04o",
+                      victim, (unsigned) (st.st_mode & 07777));
+        ck_assert_uint_eq(chmod_race.calls, 0);
+        assert_listening(fd, p);
+        close(fd);
+
+        /* Nor through the folder it creates. */
+        const char *sub = at("sub"), *subsock = at("sub/cg.sock");
+        chmod_race.path = sub;
+        chmod_race.victim = victim;
+        chmod_race.calls = 0;
+        umask(077);
+        fd = listen_bind(subsock);
+        umask(022);
+        chmod_race.path = NULL;
+        ck_assert_uint_eq(chmod_race.calls, 0);
+        ck_assert_int_eq(stat(victim, &st), 0);
+        ck_assert_int_eq(st.st_mode & 07777, 0600);
+        assert_dir(sub, 0755);
+        assert_listening(fd, subsock);
+        close(fd);
+}
+END_TEST
+
+/* The umask is changed around mkdir() and bind() only: the caller's comes back. */
+START_TEST(test_bind_restores_umask) {
+        static const mode_t masks[] = { 077, 022, 0 };
+
+        for (size_t i = 0; i < ELEMENTSOF(masks); i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "u%zu/cg.sock", i);
+                umask(masks[i]);
+                int fd = listen_bind(at(name));
+                mode_t after = umask(022);
+                ck_assert_msg(fd >= 0, "%s", strerror(-fd));
+                ck_assert_msg(after == masks[i], "umask %04o after listen_bind(), was %04o", (unsigned) after,
+                              (unsigned) masks[i]);
+                close(fd);
+        }
+}
+END_TEST
+
 /* A path of exactly @len bytes inside the temporary folder. Caller frees. */
 static char *path_of_len(size_t len, const char *sub) {
         char *p = malloc(len + 1);
@@ -750,6 +906,17 @@ static Suite *listen_suite(void) {
         tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_bind_name_too_long);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("bind-folder");
+        tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_bind_folder_writable_refused);
+        tcase_add_test(tc, test_bind_folder_owned_by_other_uid_refused);
+        tcase_add_test(tc, test_bind_folder_symlink_judged_by_target);
+        tcase_add_test(tc, test_bind_folder_not_a_folder);
+        tcase_add_test(tc, test_bind_sets_no_mode_through_the_path);
+        tcase_add_test(tc, test_bind_restores_umask);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("activated");

@@ -9,7 +9,9 @@
  * Each test gets a fresh temporary tree: ROOT/main.conf (the main file) and
  * the drop-in folders ROOT/etc and ROOT/usr (highest precedence first). The
  * trees live in one folder per TCase, which the runner process removes even
- * when a failed test (a forked child) never reached its teardown.
+ * when a failed test (a forked child) never reached its teardown. That
+ * folder is not in /tmp: the checks judge every folder above a policy file,
+ * and /tmp is writable by others (testtmp.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +31,7 @@
 #include "policy-load.h"
 #include "policy-parse.h"
 #include "policy.h"
+#include "testtmp.h"
 #include "testutil.h"
 
 #define ALLOW DECISION_ALLOW
@@ -140,11 +143,8 @@ static void teardown(void) {
 }
 
 static void base_setup(void) {
-        snprintf(base, sizeof(base), "/tmp/credgate-test-src-XXXXXX");
-        if (!mkdtemp(base)) {
-                perror("mkdtemp");
+        if (test_trusted_mkdtemp(base, sizeof(base), "credgate-src") < 0)
                 abort();
-        }
 }
 
 static void base_teardown(void) {
@@ -891,6 +891,163 @@ START_TEST(test_unchecked_loads_insecure_files) {
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * The folders above the files
+ */
+
+START_TEST(test_base_folder_trusted) {
+        /* The premise of every checked test here: everything above ROOT passes. */
+        ck_assert_msg(test_folder_trusted(P(NULL)), "'%s' or a folder above it is not trusted", P(NULL));
+        load_checked("etc", "usr");
+        assert_loaded(0);
+}
+END_TEST
+
+START_TEST(test_group_writable_folder_above_refused) {
+        put("etc/10-a.conf", 0644, ONE_RULE("a"));
+        ck_assert_int_eq(chmod(P(NULL), 0775), 0);
+        load_checked("etc", "usr");
+        /* One error for the folder, however many paths pass through it. */
+        assert_refused(1);
+        /* ROOT itself ("ROOT: refusing: ..."). */
+        ck_assert_msg(has_diag(false, NULL, 0, "refusing: folder above '") &&
+                              has_diag(false, NULL, 0, "is writable by group (mode 0775); fix with: chmod go-w '"),
+                      "want an error for ROOT, got:\n%s", dump());
+        assert_source("etc", SOURCE_FAILED, "insecure folder above it");
+        assert_source("usr", SOURCE_FAILED, "insecure folder above it");
+        assert_source("main.conf", SOURCE_FAILED, "insecure folder above it");
+        assert_not_listed("etc/10-a.conf");
+
+        load("etc", "usr");
+        assert_loaded(0);
+        expect("a", 1, ALLOW, "etc/10-a.conf", 2);
+}
+END_TEST
+
+/* Sticky (as /tmp) or not: anyone may still create entries. */
+START_TEST(test_sticky_world_writable_folder_above_refused) {
+        mkdir_mode("shared", 01777);
+        mkdir_mode("shared/rules", 0755);
+        put("shared/rules/10-a.conf", 0644, ONE_RULE("a"));
+        load_checked("shared/rules", "etc");
+        assert_refused(1);
+        assert_error("shared", 0, "refusing: folder above '");
+        assert_error("shared", 0, "is writable by others (mode 1777; the sticky bit does not stop anyone");
+        assert_source("shared/rules", SOURCE_FAILED, "insecure folder above it");
+        assert_not_listed("shared/rules/10-a.conf");
+}
+END_TEST
+
+/* The real /tmp, as the daemon would see a policy left there. */
+START_TEST(test_policy_in_tmp_refused) {
+        char dir[] = "/tmp/credgate-test-tmp-XXXXXX", path[sizeof(dir) + 16];
+        struct stat st;
+
+        ck_assert_int_eq(stat("/tmp", &st), 0);
+        if (!(st.st_mode & S_IWOTH)) {
+                fprintf(stderr, "SKIP: test_policy_in_tmp_refused: /tmp is not world-writable here (mode %04o)\n",
+                        (unsigned) (st.st_mode & 07777));
+                return;
+        }
+        ck_assert_ptr_nonnull(mkdtemp(dir));
+        ck_assert_int_eq(chmod(dir, 0755), 0);
+        snprintf(path, sizeof(path), "%s/main.conf", dir);
+        FILE *f = fopen(path, "we");
+        ck_assert_ptr_nonnull(f);
+        fputs(MAIN_TEXT, f);
+        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_int_eq(chmod(path, 0644), 0);
+
+        PolicyOptions o = { .main_file = path, .check_ownership = true, .trusted_uid = geteuid() };
+        release();
+        T.r = policy_load_full(&o, &T.diags, &T.sources, &T.settings, &T.policy);
+        const char *want = "/tmp: refusing: folder above '";
+        bool refused = T.r == -EINVAL && T.diags.n_errors == 1 && T.diags.n > 0 &&
+                       strncmp(T.diags.v[0].text, want, strlen(want)) == 0;
+        unlink(path);
+        rmdir(dir);
+        ck_assert_msg(refused, "want '/tmp: refusing: folder above ...', got:\n%s", dump());
+}
+END_TEST
+
+START_TEST(test_folder_above_owned_by_other_uid_refused) {
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP: test_folder_above_owned_by_other_uid_refused needs root to chown (euid %u)\n",
+                        (unsigned) geteuid());
+                return;
+        }
+        mkdir_mode("theirs", 0755);
+        mkdir_mode("theirs/rules", 0755);
+        put("theirs/rules/10-a.conf", 0644, ONE_RULE("a"));
+        chown_rel("theirs", OTHER_UID, OTHER_GID);
+        load_checked("theirs/rules", "etc");
+        assert_refused(1);
+        assert_error("theirs", 0, "refusing: folder above");
+        assert_error("theirs", 0, "is owned by uid 1000; must be owned by root; fix with: chown root '");
+
+        /* The daemon's own uid is trusted like root, for the folders above too. */
+        load_opts(true, OTHER_UID, "theirs/rules", "etc", NULL);
+        assert_loaded(0);
+        expect("a", 1, ALLOW, "theirs/rules/10-a.conf", 2);
+}
+END_TEST
+
+/* A symlink is followed: the folders above its target are judged. */
+START_TEST(test_symlink_into_insecure_folder_refused) {
+        mkdir_mode("open", 0777);
+        put("open/main.conf", 0644, MAIN_TEXT);
+        ck_assert_int_eq(unlink(P("main.conf")), 0);
+        link_to("open/main.conf", "main.conf");
+        load_checked("etc", "usr");
+        assert_refused(1);
+        assert_error("open", 0, "refusing: folder above '");
+        assert_error("open", 0, "main.conf' is writable by others (mode 0777)");
+        assert_source("main.conf", SOURCE_FAILED, "insecure folder above it");
+
+        /* A drop-in that links there likewise. */
+        put("good.conf", 0644, MAIN_TEXT);
+        ck_assert_int_eq(unlink(P("main.conf")), 0);
+        link_to("good.conf", "main.conf");
+        put("open/20-b.conf", 0644, ONE_RULE("b"));
+        link_to("../open/20-b.conf", "etc/20-b.conf");
+        load_checked("etc", "usr");
+        assert_refused(1);
+        assert_error("open", 0, "refusing: folder above '");
+        assert_source("etc/20-b.conf", SOURCE_FAILED, "insecure folder above it");
+}
+END_TEST
+
+/* ... and so is the folder that holds a symlink: its owner can repoint it. */
+START_TEST(test_symlink_in_insecure_folder_refused) {
+        mkdir_mode("open", 0777);
+        link_to("../etc", "open/rules");
+        put("etc/10-a.conf", 0644, ONE_RULE("a"));
+        load_checked("open/rules", "usr");
+        assert_refused(1);
+        assert_error("open", 0, "refusing: folder above '");
+        assert_error("open", 0, "open/rules' is writable by others (mode 0777)");
+        assert_source("open/rules", SOURCE_FAILED, "insecure folder above it");
+
+        /* The same target, named through a trusted path, loads. */
+        load_checked("etc", "usr");
+        assert_loaded(0);
+}
+END_TEST
+
+/* A drop-in folder that is missing is no excuse: it may have been renamed away. */
+START_TEST(test_missing_folder_below_insecure_folder_refused) {
+        mkdir_mode("open", 0777);
+        load_checked("open/rules.d", "usr");
+        assert_refused(1);
+        assert_error("open", 0, "open/rules.d' is writable by others (mode 0777)");
+        assert_source("open/rules.d", SOURCE_FAILED, "insecure folder above it");
+
+        /* Missing below a trusted folder is fine, as before. */
+        load_checked("etc/missing", "usr");
+        assert_loaded(0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Settings
  */
 
@@ -1344,6 +1501,19 @@ static Suite *sources_suite(void) {
         tcase_add_test(tc, test_file_owned_by_other_uid_refused);
         tcase_add_test(tc, test_mask_exempt_from_mode_check);
         tcase_add_test(tc, test_unchecked_loads_insecure_files);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("folders-above");
+        tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_base_folder_trusted);
+        tcase_add_test(tc, test_group_writable_folder_above_refused);
+        tcase_add_test(tc, test_sticky_world_writable_folder_above_refused);
+        tcase_add_test(tc, test_policy_in_tmp_refused);
+        tcase_add_test(tc, test_folder_above_owned_by_other_uid_refused);
+        tcase_add_test(tc, test_symlink_into_insecure_folder_refused);
+        tcase_add_test(tc, test_symlink_in_insecure_folder_refused);
+        tcase_add_test(tc, test_missing_folder_below_insecure_folder_refused);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("settings");
