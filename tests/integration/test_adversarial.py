@@ -954,6 +954,73 @@ class AdversarialTest(unittest.TestCase):
     def test_10b_fuse_descriptor_no_passrights(self):
         self.fuse_descriptor(portable=True)
 
+    def test_10c_broker_fuse_descriptor_reported(self):
+        """A broker the policy names may still pass a FUSE file whose close
+        never returns (a protocol error: it is no socket). The daemon closes
+        it on the thread kept for such files, which then hangs in FLUSH. It
+        must keep serving everyone (its own connection sockets are closed
+        as ever), say so in STATUS= and the log within a few seconds, and
+        report the close's return once the FUSE server is gone."""
+        fuse = FuseHang()
+        self.addCleanup(fuse.stop)
+        npath = os.path.join(fuse.dir, "notify")
+        notify = cgtest.Notify(npath)
+        self.addCleanup(notify.close)
+        policy = POLICY + f'settings = {{ brokers = {{ uids = ["{ATK_UID}"]; }}; }};\n'
+        d = cgtest.Daemon(policy, activate=True, activate_args=["-E", f"NOTIFY_SOCKET={npath}"])
+        self.addCleanup(d.cleanup)
+        d.start()
+        self.addCleanup(fuse.stop)  # before the daemon's cleanup: it may wait in FLUSH until then
+        notify.next(lambda f: f.get("READY") == "1", "READY=1")
+        w = self.control_child(d)
+        time.sleep(0.3)
+        w.result()
+        fd0 = self.settle_fds(d)
+
+        sender = FuseFdSender(ATK_UID, fuse.path, d.socket, ["CHECK-PEER x"])
+        self.addCleanup(sender.reap)
+        self.addCleanup(fuse.stop)
+        sent = sender.result()
+        self.assertEqual(sent["replies"], ["ERR bad-peer-fd"], "a FUSE file is no connected Unix socket")
+        tids = {int(t) for t in os.listdir(f"/proc/{d.pid}/task")}
+        cgtest.wait_until(lambda: any(g == d.pid or p in tids for p, g in fuse.flushes()), timeout=5,
+                          what="the daemon's close of the broker's FUSE file (its FLUSH)")
+
+        # Everybody else is served, and connections close as ever.
+        ctl = self.control_child(d)
+
+        def err_conns(stop_fd):
+            for _ in range(200):
+                with cgtest.connect(d.socket) as c:
+                    cgtest.send_ignoring_close(c, b"bogus\n")
+                    recv_all(c, 5.0)
+            return True
+
+        self.child(err_conns).result(timeout=60)
+        res = ctl.result()
+        s = summarize(res)
+        self.assertEqual((res["errors"], res["wrong"]), (0, 0), f"control client: {res}")
+        self.assertLessEqual(s["p99"], FAIR_P99_MS)
+        self.wait_fds(d, fd0, timeout=5.0)
+
+        _, f, _ = notify.next(lambda f: "stuck" in f.get("STATUS", ""), "a stuck close in STATUS=", timeout=8)
+        self.assertRegex(f["STATUS"], r"; a descriptor close has been stuck for \d+ s$")
+        cgtest.wait_until(lambda: "has not returned for" in d.stderr(), timeout=5, what="the warning")
+
+        # The FUSE server goes: the close returns, and the daemon says so.
+        sender.kill()
+        fuse.stop()
+        sender.reap()
+        cgtest.wait_until(lambda: "the stuck descriptor close has returned" in d.stderr(), timeout=5,
+                          what="the close's return in the log")
+        notify.next(lambda f: "STATUS" in f and "stuck" not in f["STATUS"], "STATUS= without the stuck close",
+                    timeout=8)
+        note(f"broker's FUSE file: control p99 {s['p99']:.2f} ms while the close hung; fds back to {fd0}; "
+             f"STATUS= said: {f['STATUS']}")
+        t = time.monotonic()
+        d.stop()
+        self.assertLess(time.monotonic() - t, EXIT_MAX_S + 1)
+
     def test_11_pipelined_flood(self):
         """Issue 10, part 2: ATK_UID opens 1,000 connections (its quota is
         1,024) and keeps 2,048 pipelined "CHECK a" lines (16 KiB) in flight
