@@ -101,10 +101,15 @@ class TestCommandLine(TempDirTest):
                 self.assertFalse(os.path.lexists(sock), "bound a socket despite a usage error")
 
     def test_check_shipped_policy(self):
-        conf = os.path.join(cgtest.srcdir(), "conf", "credgate.conf")
-        r = cgtest.run([cgtest.credgated(), "-t", "-c", conf])
+        # A copy: the source tree may sit below a folder others can write
+        # (a clone in /tmp), which credgated rightly refuses.
+        conf = self.path("credgate.conf")
+        shutil.copyfile(os.path.join(cgtest.srcdir(), "conf", "credgate.conf"), conf)
+        os.chmod(conf, 0o644)
+        rules = self.path("rules.d")
+        r = cgtest.run([cgtest.credgated(), "-t", "-c", conf, "--rules-dir", rules])
         self.assertEqual(r.returncode, 0, r.stderr)
-        r = cgtest.run([cgtest.credgated(), "--check-config", "--config", conf])
+        r = cgtest.run([cgtest.credgated(), "--check-config", "--config", conf, "--rules-dir", rules])
         self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_check_broken_policy(self):
