@@ -95,7 +95,8 @@ class TestCommandLine(TempDirTest):
         for args in (["--bogus"], ["-x"], ["unexpected-arg"], ["--timeout", "0"], ["--timeout", "abc"],
                      ["--timeout", "-1"], ["--timeout", ""], ["--timeout", "1x"], ["--timeout"], ["-c"]):
             with self.subTest(args=args):
-                r = cgtest.run([cgtest.credgated(), "-c", policy, "-s", sock] + args, timeout=10)
+                r = cgtest.run([cgtest.credgated(), "-c", policy, "-s", sock, "--rules-dir", self.path("rules.d")]
+                               + args, timeout=10)
                 self.assertEqual(r.returncode, 2, f"stdout={r.stdout!r} stderr={r.stderr!r}")
                 self.assertNotEqual(r.stderr, "", "a usage error must say why")
                 self.assertFalse(os.path.lexists(sock), "bound a socket despite a usage error")
@@ -115,7 +116,7 @@ class TestCommandLine(TempDirTest):
     def test_check_broken_policy(self):
         policy = self.path("broken.conf")
         write(policy, BROKEN)
-        r = cgtest.run([cgtest.credgated(), "-t", "-c", policy])
+        r = cgtest.run([cgtest.credgated(), "-t", "-c", policy, "--rules-dir", self.path("rules.d")])
         self.assertEqual(r.returncode, 1, r.stderr)
         for line in BROKEN_LINES:
             self.assertRegex(r.stderr, re.compile("^" + re.escape(f"{policy}:{line}: ") + r"\S", re.M))
@@ -124,7 +125,7 @@ class TestCommandLine(TempDirTest):
     def test_check_syntax_error(self):
         policy = self.path("syntax.conf")
         write(policy, 'rules = (\n  { action = "a"; effect = "allow"; anyone = true; },\n);\n')
-        r = cgtest.run([cgtest.credgated(), "-t", "-c", policy])
+        r = cgtest.run([cgtest.credgated(), "-t", "-c", policy, "--rules-dir", self.path("rules.d")])
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertRegex(r.stderr, re.compile("^" + re.escape(policy) + r":3: ", re.M))
 
@@ -134,14 +135,14 @@ class TestCommandLine(TempDirTest):
         missing = self.path("missing.conf")
         for p in (policy, missing):
             with self.subTest(policy=p):
-                r = cgtest.run([cgtest.credgated(), "-t", "-c", p])
+                r = cgtest.run([cgtest.credgated(), "-t", "-c", p, "--rules-dir", self.path("rules.d")])
                 self.assertEqual(r.returncode, 1, r.stderr)
                 self.assertRegex(r.stderr, re.compile("^" + re.escape(p) + r": \S", re.M))
 
     def test_check_warnings_only(self):
         policy = self.path("empty.conf")
         write(policy, "rules = ();\n")
-        r = cgtest.run([cgtest.credgated(), "-t", "-c", policy])
+        r = cgtest.run([cgtest.credgated(), "-t", "-c", policy, "--rules-dir", self.path("rules.d")])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stderr, re.escape(f"{policy}:1: ") + ".*warning|warning.*" + re.escape(policy))
 
