@@ -61,16 +61,25 @@ done
 # 3. The policy loader on hostile text: every policy file of the fuzz
 # corpus and regressions through 'credgated -t' (which loads, reports and
 # exits; exit status 1 for a refused policy is expected).
+# Copies, in a folder credgated trusts: below a folder others can write
+# (a tree in /tmp) it would refuse them before parsing a byte.
 s=$SECONDS
 n_pol=0
-mkdir -p "$logs/empty-rules.d"
+if [ -n "${CREDGATE_TEST_TMPDIR:-}" ]; then base=$CREDGATE_TEST_TMPDIR
+elif [ "$(id -u)" -eq 0 ]; then base=/run
+else base=${XDG_RUNTIME_DIR:-$builddir}; fi
+pol=$(mktemp -d "$base/cg-vgpol.XXXXXX") || exit 1
+trap 'rm -rf "$pol"' EXIT
+chmod 0755 "$pol"
+mkdir -m 0755 "$pol/empty-rules.d"
 for f in "$srcdir"/tests/fuzz/corpus/policy/* "$srcdir"/tests/fuzz/regressions/policy/*; do
         [ -f "$f" ] || continue
         case $f in */README) continue ;; esac
         n_pol=$((n_pol + 1))
+        cp "$f" "$pol/$n_pol.conf" && chmod 0644 "$pol/$n_pol.conf"
         # shellcheck disable=SC2086 # VALGRIND_FLAGS is a list
         "$VALGRIND" $VALGRIND_FLAGS --trace-children=no --log-file="$logs/credgated.policy-$n_pol.%p.log" \
-                "${VG_CREDGATED:-$builddir/credgated}" -t -c "$f" --rules-dir "$logs/empty-rules.d" \
+                "${VG_CREDGATED:-$builddir/credgated}" -t -c "$pol/$n_pol.conf" --rules-dir "$pol/empty-rules.d" \
                 >/dev/null 2>&1
 done
 echo "check-valgrind: credgated -t on $n_pol fuzz policy files in $((SECONDS - s)) s"
