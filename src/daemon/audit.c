@@ -77,10 +77,11 @@ void audit_set_level(Audit *a, AuditLevel level) {
 
 static void emit_suppressed(Audit *a, uint32_t uid, uint64_t n) {
         if (a->target == LOG_TARGET_JOURNAL)
-                (void) sd_journal_send("MESSAGE=audit: %" PRIu64 " decision entries for uid %" PRIu32 " suppressed", n, uid,
-                                       "MESSAGE_ID=" AUDIT_SUPPRESSED_MESSAGE_ID, "PRIORITY=%i", LOG_WARNING,
-                                       "SYSLOG_IDENTIFIER=credgated", "CREDGATE_UID=%" PRIu32, uid,
-                                       "CREDGATE_SUPPRESSED=%" PRIu64, n, NULL);
+                (void) log_journal_result(sd_journal_send(
+                        "MESSAGE=audit: %" PRIu64 " decision entries for uid %" PRIu32 " suppressed", n, uid,
+                        "MESSAGE_ID=" AUDIT_SUPPRESSED_MESSAGE_ID, "PRIORITY=%i", LOG_WARNING,
+                        "SYSLOG_IDENTIFIER=credgated", "CREDGATE_UID=%" PRIu32, uid, "CREDGATE_SUPPRESSED=%" PRIu64, n,
+                        NULL));
         else
                 (void) fprintf(stderr, "credgated: audit: suppressed=%" PRIu64 " uid=%" PRIu32 "\n", n, uid);
 }
@@ -142,7 +143,7 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
 
         if (a->target == LOG_TARGET_JOURNAL) {
                 if (broker)
-                        (void) sd_journal_send(
+                        (void) log_journal_result(sd_journal_send(
                                 "MESSAGE=%s %s for pid %" PRIi32 " uid %" PRIu32 " (asked by pid %" PRIi32 " uid %" PRIu32
                                 ") by %s",
                                 d, action, (int32_t) subject->pid, (uint32_t) subject->uid, (int32_t) broker->pid,
@@ -153,16 +154,16 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
                                 "CREDGATE_PEER_UID=%" PRIu32, (uint32_t) subject->uid,
                                 "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid,
                                 "CREDGATE_BROKER_PID=%" PRIi32, (int32_t) broker->pid,
-                                "CREDGATE_BROKER_UID=%" PRIu32, (uint32_t) broker->uid, NULL);
+                                "CREDGATE_BROKER_UID=%" PRIu32, (uint32_t) broker->uid, NULL));
                 else
-                        (void) sd_journal_send(
+                        (void) log_journal_result(sd_journal_send(
                                 "MESSAGE=%s %s for pid %" PRIi32 " uid %" PRIu32 " by %s", d, action,
                                 (int32_t) subject->pid, (uint32_t) subject->uid, rule,
                                 "MESSAGE_ID=" AUDIT_DECISION_MESSAGE_ID, "PRIORITY=%i", allow ? LOG_INFO : LOG_NOTICE,
                                 "SYSLOG_IDENTIFIER=credgated", "CREDGATE_ACTION=%s", action, "CREDGATE_DECISION=%s", d,
                                 "CREDGATE_RULE=%s", rule, "CREDGATE_PEER_PID=%" PRIi32, (int32_t) subject->pid,
                                 "CREDGATE_PEER_UID=%" PRIu32, (uint32_t) subject->uid,
-                                "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid, NULL);
+                                "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid, NULL));
                 return;
         }
         if (broker)

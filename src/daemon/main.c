@@ -276,6 +276,8 @@ int main(int argc, char **argv) {
         if (r <= 0)
                 return r < 0 ? EXIT_USAGE : EXIT_SUCCESS;
         log_set_target(a.log_target);
+        if (!a.check_only)
+                log_open();
 
         PolicyOptions po = {
                 .main_file = a.config,

@@ -25,8 +25,9 @@
  * where the kernel releases those files (closer.h).
  *
  * Request timeouts use one timer for all connections: every connection's
- * deadline is "last request + timeout", so keeping the connections in a list
- * ordered by last activity keeps them ordered by deadline too.
+ * deadline is "last request + timeout", with the timeout in force now, so
+ * keeping the connections in a list ordered by last activity keeps them
+ * ordered by deadline too, also right after a reload changed the timeout.
  *
  * Limits: at max_connections the listeners are switched off and clients
  * wait in the kernel's backlog; a uid over max_connections_per_uid gets
@@ -67,6 +68,7 @@
 #define STATUS_INTERVAL_USEC (2 * UINT64_C(1000000))
 #define USEC_PER_SEC UINT64_C(1000000)
 #define STUCK_USEC USEC_PER_SEC /* a close taking longer is reported */
+#define IDLE_EXIT_MIN_LIFETIME_USEC (5 * USEC_PER_SEC) /* see update_idle() */
 #define SCM_MAX_FD 253          /* the most fds the kernel passes in one message */
 #define EPOLL_BATCH 256
 #define EPOLL_ROUNDS 16    /* batches collected per turn */
@@ -85,7 +87,7 @@ struct Conn {
         bool passrights_off; /* the kernel refuses descriptors on this socket (SO_PASSRIGHTS) */
         bool fd_clean;     /* ... and none queued before that is left: plain reads */
         bool poisoned;     /* descriptors from a non-broker wait in the queue: read no more */
-        uint64_t deadline;
+        uint64_t last; /* accept or last complete request (CLOCK_MONOTONIC µs) */
         Session session;
 };
 
@@ -109,12 +111,15 @@ struct Server {
         Sched sched;
         bool accepting, fd_exhausted, activated;
         bool passrights; /* the kernel has SO_PASSRIGHTS (and no test asked us to ignore it) */
-        bool timeout_armed; /* timeout_timer is on (a oneshot: on_timeout re-arms it) */
+        uint64_t started_usec; /* CLOCK_MONOTONIC */
+        bool timeout_armed; /* timeout_timer is on (a oneshot: on_timeout re-arms it)... */
+        uint64_t timeout_at; /* ... for this time */
         sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
         Reloader *reloader;
         Closer *sock_closer; /* connection sockets and brokers' sockets: never stuck for long */
         Closer *file_closer; /* brokers' other descriptors: may be stuck for good (FUSE) */
         uint64_t stuck_usec;  /* how long a close has been stuck, as last reported */
+        uint64_t lost_reported; /* journal entries lost, as last reported */
         bool reload_pending; /* SIGHUP while a reload ran: files may have changed since */
         Audit *audit;
         char *reload_error; /* first error of the last failed reload, for STATUS= */
@@ -133,18 +138,21 @@ static uint64_t now_usec(Server *s) {
 
 static void update_status(Server *s) {
         const Stats *t = &s->stats;
-        char stuck[96] = "";
+        char stuck[96] = "", lost[64] = "";
 
         if (s->stuck_usec > 0)
                 snprintf(stuck, sizeof(stuck), "; a descriptor close has been stuck for %" PRIu64 " s",
                          s->stuck_usec / USEC_PER_SEC);
+        s->lost_reported = log_lost_count();
+        if (s->lost_reported > 0)
+                snprintf(lost, sizeof(lost), "; %" PRIu64 " journal entries lost", s->lost_reported);
         (void) sd_notifyf(0,
                           "STATUS=%s%s%s%zu rules from %zu files; requests %" PRIu64 " (allowed %" PRIu64
-                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections%s",
+                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections%s%s",
                           s->reload_error ? "reload failed: " : "", s->reload_error ? s->reload_error : "",
                           s->reload_error ? "; serving " : "serving ", policy_n_rules(s->policy),
                           policy_n_files(s->policy), t->requests, t->allowed, t->denied, t->errors, s->n_conns,
-                          stuck);
+                          stuck, lost);
         s->stats_reported = s->stats;
         s->conns_reported = s->n_conns;
 }
@@ -177,13 +185,18 @@ static void conn_append(Server *s, Conn *c) {
         s->tail = c;
 }
 
+static uint64_t conn_deadline(const Server *s, const Conn *c) {
+        return c->last + s->settings.request_timeout * USEC_PER_SEC;
+}
+
 static void arm_timeout(Server *s) {
         s->timeout_armed = s->head != NULL;
         if (!s->head) {
                 (void) sd_event_source_set_enabled(s->timeout_timer, SD_EVENT_OFF);
                 return;
         }
-        (void) sd_event_source_set_time(s->timeout_timer, s->head->deadline);
+        s->timeout_at = conn_deadline(s, s->head);
+        (void) sd_event_source_set_time(s->timeout_timer, s->timeout_at);
         (void) sd_event_source_set_enabled(s->timeout_timer, SD_EVENT_ONESHOT);
 }
 
@@ -191,14 +204,16 @@ static void arm_timeout(Server *s) {
 static void conn_touch(Conn *c) {
         Server *s = c->server;
 
-        c->deadline = now_usec(s) + s->settings.request_timeout * USEC_PER_SEC;
+        c->last = now_usec(s);
         if (s->tail != c) {
                 conn_unlink(s, c);
                 conn_append(s, c);
         }
-        /* The timer may fire early for the connection now at the head; it
-         * re-arms itself then. It only needs arming when it is off. */
-        if (!s->timeout_armed)
+        /* The timer may fire early for the connection now at the head (it
+         * re-arms itself then), never late: arm it when it is off or set
+         * for later than the head's deadline, as it is after the head
+         * closed under a longer timeout. */
+        if (!s->timeout_armed || s->timeout_at > conn_deadline(s, s->head))
                 arm_timeout(s);
 }
 
@@ -217,7 +232,13 @@ static void update_idle(Server *s) {
                 (void) sd_event_source_set_enabled(s->idle_timer, SD_EVENT_OFF);
                 return;
         }
-        (void) sd_event_source_set_time(s->idle_timer, now_usec(s) + s->settings.idle_exit * USEC_PER_SEC);
+        /* Never before IDLE_EXIT_MIN_LIFETIME after start: systemd refuses a
+         * sixth start within 10 s and then fails the socket, so clients
+         * spaced just past idle_exit must not make us start that often. */
+        uint64_t at = now_usec(s) + s->settings.idle_exit * USEC_PER_SEC;
+        if (at < s->started_usec + IDLE_EXIT_MIN_LIFETIME_USEC)
+                at = s->started_usec + IDLE_EXIT_MIN_LIFETIME_USEC;
+        (void) sd_event_source_set_time(s->idle_timer, at);
         (void) sd_event_source_set_enabled(s->idle_timer, SD_EVENT_ONESHOT);
 }
 
@@ -630,7 +651,7 @@ static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
         uint64_t now = now_usec(s);
 
         s->timeout_armed = false; /* a oneshot that fired is off */
-        while (s->head && s->head->deadline <= now) {
+        while (s->head && conn_deadline(s, s->head) <= now) {
                 Conn *c = s->head;
                 /* Queue the error after whatever is still owed, then give the
                  * client one non-blocking flush and close. */
@@ -687,7 +708,7 @@ static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
         bool stuck_changed = stuck / USEC_PER_SEC != s->stuck_usec / USEC_PER_SEC;
         s->stuck_usec = stuck;
         if (stuck_changed || memcmp(&s->stats, &s->stats_reported, sizeof(Stats)) != 0 ||
-            s->n_conns != s->conns_reported)
+            s->n_conns != s->conns_reported || log_lost_count() != s->lost_reported)
                 update_status(s);
         audit_flush(s->audit, usec);
         /* After many connections closed, give their memory back: glibc only
@@ -705,12 +726,15 @@ static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
 }
 
 static void apply_settings(Server *s, const Settings *file) {
-        uint64_t idle = s->settings.idle_exit;
+        uint64_t idle = s->settings.idle_exit, timeout = s->settings.request_timeout;
 
         s->settings = *file;
         settings_apply_override(&s->settings, &s->cfg.override);
         audit_set_level(s->audit, s->settings.log);
         update_accepting(s);
+        /* Every deadline, open connections' too, follows the new timeout. */
+        if (s->settings.request_timeout != timeout)
+                arm_timeout(s);
         /* Idle time counts from the last connection closing; a reload only
          * restarts it when idle_exit itself changed. */
         if (s->settings.idle_exit != idle)
@@ -815,6 +839,7 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         r = sd_event_new(&s->event);
         if (r < 0)
                 return r;
+        s->started_usec = now_usec(s);
         r = audit_new(cfg->log_target, settings->log, &s->audit);
         if (r < 0)
                 return r;

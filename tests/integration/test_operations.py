@@ -525,6 +525,35 @@ class TestReload(TempDirTest):
         self.assertEqual(ask(d.socket, "CHECK flip"), "ALLOW")
         d.stop()
 
+    def test_reload_lowered_timeout_applies_at_once(self):
+        """request_timeout lowered from 10 s to 2 s by a reload applies to
+        every connection, counted from its last request: to one opened
+        before the reload and to the first one opened after it, even though
+        the timer was last set for a connection that closed under 10 s."""
+        d = self.daemon(main_file(rule("a", "allow"), settings={"request_timeout": 10}), args=["--log", "none"])
+        d.start()
+        self.assertEqual(ask(d.socket, "PING"), "PONG")  # leaves the timer set 10 s ahead
+        t_old = time.monotonic()
+        old = cgtest.Client(d.socket)
+        self.addCleanup(old.close)
+        self.assertEqual(old.ask("PING"), "PONG")
+        d.write_policy(main_file(rule("a", "allow"), settings={"request_timeout": 2}))
+        self.reload(d)
+        t_new = time.monotonic()
+        new = cgtest.Client(d.socket)
+        self.addCleanup(new.close)
+        got_old = old.read_to_eof(timeout=15)
+        took_old = time.monotonic() - t_old
+        got_new = new.read_to_eof(timeout=15)
+        took_new = time.monotonic() - t_new
+        note(f"timeout lowered 10 -> 2 s by reload: open connection timed out {took_old:.2f} s after its "
+             f"last request, the first new one after {took_new:.2f} s")
+        self.assertEqual(got_old, b"ERR timeout\n")
+        self.assertEqual(got_new, b"ERR timeout\n")
+        self.assertTrue(1.5 <= took_old <= 3.5, f"open connection: {took_old:.2f} s")
+        self.assertTrue(1.5 <= took_new <= 3.5, f"new connection: {took_new:.2f} s")
+        d.stop()
+
     def test_settings_reread_on_reload(self):
         rules = [rule("a", "allow")]
         # File settings without command-line overrides: re-read on reload.
@@ -1028,11 +1057,13 @@ class TestIdleExit(TempDirTest):
         self.listener.listen(128)
 
         first = self.start(1)
+        t_first = time.monotonic()
         with cgtest.Client(sock) as c:
             self.assertEqual(c.ask("CHECK a"), "ALLOW")
             # Not while a connection is open, even an idle one; and the idle
-            # time counts from the close, not from the last request (1.6 s ago).
-            time.sleep(1.6)
+            # time counts from the close, not from the last request (5.2 s
+            # ago: past the 5 s a daemon lives at least, see below).
+            time.sleep(max(0.0, 5.2 - (time.monotonic() - t_first)))
             self.assertIsNone(first.poll(), f"exited with a connection open:\n{first.stderr()}")
             t_close = time.monotonic()
         rc = first.wait(5)
@@ -1059,7 +1090,7 @@ class TestIdleExit(TempDirTest):
         daemon = second
         n_racers = n_before = 0
         for rnd in range(2):
-            daemon.wait_output("idle for 1 s; exiting")
+            daemon.wait_output("idle for 1 s; exiting", timeout=10)  # lives 5 s at least
             racers, before = [], 0
             while True:
                 exited = daemon.poll() is not None
@@ -1090,6 +1121,48 @@ class TestIdleExit(TempDirTest):
         self.assertEqual(ask(standalone.socket, "PING"), "PONG")
         standalone.stop()
 
+
+    def test_idle_exit_not_within_5_s_of_start(self):
+        """systemd fails a socket whose service started more than 5 times in
+        10 s. With --idle-exit 1 and a client every 1.3 s, a daemon that
+        exited after every idle second would be started 6 times in 8 s; it
+        must live at least 5 s per start, so no more than 2 starts happen
+        (the test starts an instance, as systemd does, whenever a client
+        waits and none runs). Every request is answered."""
+        self.policy = self.path("policy.conf")
+        write(self.policy, LIMITS)
+        sock = self.path("act.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(self.listener.close)
+        self.listener.bind(sock)
+        self.listener.listen(128)
+        starts, answered, daemon = 0, 0, None
+        t0 = time.monotonic()
+        for i in range(7):
+            time.sleep(max(0.0, t0 + i * 1.3 - time.monotonic()))
+            c = cgtest.Client(sock)
+            self.addCleanup(c.close)
+            c.send(b"PING\n")
+            got = b""
+            for _ in range(20):
+                if daemon is None or daemon.poll() is not None:
+                    if daemon is not None:
+                        self.assertEqual(daemon.wait(5), 0, daemon.stderr())
+                    daemon = self.start()
+                    starts += 1
+                # A daemon that is just exiting leaves the client in the
+                # backlog for the next one.
+                got, _ = cgtest.recv_all(c.sock, 0.5, lines=1)
+                if got:
+                    break
+            self.assertEqual(got, b"PONG\n", f"request {i}")
+            answered += 1
+            c.close()
+        note(f"idle exit 1 s, a client every 1.3 s for {time.monotonic() - t0:.1f} s: {starts} starts, "
+             f"{answered} answered")
+        self.assertLessEqual(starts, 2)
+        daemon.kill(signal.SIGTERM)
+        self.assertEqual(daemon.wait(5), 0)
 
 # ---------------------------------------------------------------------------
 # Audit entries on stderr
