@@ -349,7 +349,9 @@ static int add_fds(Session *s, Stats *stats, uint64_t at, const int *fds, size_t
         s->fdg = m;
         FdGroup *g = &s->fdg[s->n_fdg++];
         *g = (FdGroup){ .at = at, .n = (unsigned) n, .truncated = truncated };
-        memcpy(g->fds, fds, n * sizeof(int));
+        /* None at all when the kernel dropped them (truncated): @fds may be NULL. */
+        if (n > 0)
+                memcpy(g->fds, fds, n * sizeof(int));
         return 0;
 }
 
