@@ -50,6 +50,7 @@
 #include "closer.h"
 #include "log.h"
 #include "macro.h"
+#include "notify.h"
 #include "peercred.h"
 #include "reload.h"
 #include "uidsched.h"
@@ -65,6 +66,7 @@
 #define CONN_SHARE 64         /* at most this much for one connection at a time */
 #define ACCEPT_BURST 64
 #define ACCEPT_PAUSE_USEC (100 * 1000) /* after EMFILE/ENFILE */
+#define ACCEPT_LOG_USEC (10 * USEC_PER_SEC) /* at most one accept() warning per ... */
 #define STATUS_INTERVAL_USEC (2 * UINT64_C(1000000))
 #define USEC_PER_SEC UINT64_C(1000000)
 #define STUCK_USEC USEC_PER_SEC /* a close taking longer is reported */
@@ -114,12 +116,13 @@ struct Server {
         uint64_t started_usec; /* CLOCK_MONOTONIC */
         bool timeout_armed; /* timeout_timer is on (a oneshot: on_timeout re-arms it)... */
         uint64_t timeout_at; /* ... for this time */
-        sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer;
+        sd_event_source *timeout_timer, *resume_timer, *idle_timer, *status_timer, *watchdog_timer;
         Reloader *reloader;
         Closer *sock_closer; /* connection sockets and brokers' sockets: never stuck for long */
         Closer *file_closer; /* brokers' other descriptors: may be stuck for good (FUSE) */
         uint64_t stuck_usec;  /* how long a close has been stuck, as last reported */
         uint64_t lost_reported; /* journal entries lost, as last reported */
+        uint64_t accept_logged, accept_pauses; /* the last accept() warning, pauses since */
         bool reload_pending; /* SIGHUP while a reload ran: files may have changed since */
         Audit *audit;
         char *reload_error; /* first error of the last failed reload, for STATUS= */
@@ -146,8 +149,7 @@ static void update_status(Server *s) {
         s->lost_reported = log_lost_count();
         if (s->lost_reported > 0)
                 snprintf(lost, sizeof(lost), "; %" PRIu64 " journal entries lost", s->lost_reported);
-        (void) sd_notifyf(0,
-                          "STATUS=%s%s%s%zu rules from %zu files; requests %" PRIu64 " (allowed %" PRIu64
+        (void) notify_sendf("STATUS=%s%s%s%zu rules from %zu files; requests %" PRIu64 " (allowed %" PRIu64
                           ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections%s%s",
                           s->reload_error ? "reload failed: " : "", s->reload_error ? s->reload_error : "",
                           s->reload_error ? "; serving " : "serving ", policy_n_rules(s->policy),
@@ -632,9 +634,25 @@ static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userd
                         /* Out of fds or memory: a level-triggered listener would
                          * spin. Leave clients in the backlog and retry later
                          * (or as soon as a connection closes). */
-                        if (!s->fd_exhausted)
-                                log_warning("accept() failed: %s; pausing new connections for up to %d ms",
-                                            strerror(errno), (int) (ACCEPT_PAUSE_USEC / 1000));
+                        /* Once per pause, and at most every ACCEPT_LOG_USEC under
+                         * lasting pressure, saying how many pauses it stands for. */
+                        if (!s->fd_exhausted) {
+                                uint64_t now = now_usec(s);
+                                s->accept_pauses++;
+                                if (s->accept_logged == 0 || now >= s->accept_logged + ACCEPT_LOG_USEC) {
+                                        if (s->accept_pauses > 1)
+                                                log_warning("accept() failed: %s; pausing new connections for up "
+                                                            "to %d ms (%" PRIu64 " pauses since the last message)",
+                                                            strerror(errno), (int) (ACCEPT_PAUSE_USEC / 1000),
+                                                            s->accept_pauses);
+                                        else
+                                                log_warning("accept() failed: %s; pausing new connections for up "
+                                                            "to %d ms",
+                                                            strerror(errno), (int) (ACCEPT_PAUSE_USEC / 1000));
+                                        s->accept_logged = now;
+                                        s->accept_pauses = 0;
+                                }
+                        }
                         s->fd_exhausted = true;
                         update_accepting(s);
                         (void) sd_event_source_set_time(s->resume_timer, now_usec(s) + ACCEPT_PAUSE_USEC);
@@ -686,6 +704,12 @@ static int on_idle(sd_event_source *src, uint64_t usec, void *userdata) {
         }
         log_info("idle for %" PRIu64 " s; exiting", s->settings.idle_exit);
         return sd_event_exit(s->event, 0);
+}
+
+static int on_watchdog(sd_event_source *src, uint64_t usec, void *userdata) {
+        (void) notify_send("WATCHDOG=1");
+        (void) sd_event_source_set_time(src, usec + notify_watchdog_usec() / 2);
+        return 0;
 }
 
 static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
@@ -742,13 +766,13 @@ static void apply_settings(Server *s, const Settings *file) {
 }
 
 static void start_reload(Server *s) {
-        (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the policy",
+        (void) notify_sendf("RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading the policy",
                           now_usec(s));
         int r = reloader_start(s->reloader);
         if (r < 0) {
                 log_error("cannot start a reload: %s", strerror(-r));
                 update_status(s);
-                (void) sd_notify(0, "READY=1");
+                (void) notify_send("READY=1");
         }
 }
 
@@ -779,7 +803,7 @@ static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settin
                 log_info("reloaded: %zu rules from %zu files", policy_n_rules(p), policy_n_files(p));
         }
         update_status(s);
-        (void) sd_notify(0, "READY=1");
+        (void) notify_send("READY=1");
         if (s->reload_pending) {
                 s->reload_pending = false;
                 start_reload(s);
@@ -836,6 +860,10 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         s->hooks.decision = on_decision;
         s->hooks.close_fd = on_close_fd;
 
+        /* Before any client can take the descriptors. */
+        r = notify_open();
+        if (r < 0)
+                log_warning("cannot open the notification socket ($NOTIFY_SOCKET): %s", strerror(-r));
         r = sd_event_new(&s->event);
         if (r < 0)
                 return r;
@@ -885,7 +913,16 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         r = reloader_new(s->event, &s->cfg.policy, on_reloaded, s, &s->reloader);
         if (r < 0)
                 return r;
-        (void) sd_event_set_watchdog(s->event, true);
+        /* Our own WATCHDOG=1, through the socket kept open (notify.h), at
+         * half the interval systemd asks for. */
+        uint64_t wd = notify_watchdog_usec();
+        if (wd > 0) {
+                r = sd_event_add_time_relative(s->event, &s->watchdog_timer, CLOCK_MONOTONIC, wd / 2, 0, on_watchdog,
+                                               s);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_enabled(s->watchdog_timer, SD_EVENT_ON);
+        }
         apply_settings(s, settings);
 
         *ret = TAKE_PTR(s);
@@ -922,9 +959,9 @@ void server_set_activated(Server *s, bool activated) {
 int server_run(Server *s) {
         update_idle(s);
         update_status(s);
-        (void) sd_notify(0, "READY=1");
+        (void) notify_send("READY=1");
         int r = sd_event_loop(s->event);
-        (void) sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+        (void) notify_send("STOPPING=1\nSTATUS=stopping");
         return r;
 }
 
@@ -947,6 +984,7 @@ Server *server_free(Server *s) {
         sd_event_source_disable_unref(s->resume_timer);
         sd_event_source_disable_unref(s->idle_timer);
         sd_event_source_disable_unref(s->status_timer);
+        sd_event_source_disable_unref(s->watchdog_timer);
         sched_done(&s->sched);
         sd_event_source_disable_unref(s->work_src);
         sd_event_source_disable_unref(s->epoll_src);
@@ -958,6 +996,7 @@ Server *server_free(Server *s) {
         free(s->reload_error);
         sd_event_unref(s->event);
         policy_unref(s->policy);
+        notify_close();
         free(s);
         return NULL;
 }

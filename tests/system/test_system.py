@@ -1347,6 +1347,37 @@ def check_f2_fd_pressure(S):
         S.c(["systemctl", "restart", "credgated.service"], timeout=40)
 
 
+def check_f5_watchdog_fd_pressure(S):
+    """Found by this stage: sd_notify() opens a socket per message, so a
+    daemon whose descriptors were all taken by clients could not send
+    WATCHDOG=1 and was killed, dropping every client. With LimitNOFILE=40
+    and WatchdogSec=2s, 60 connections held for 5 s must leave the same
+    MainPID, no watchdog timeout, and answers afterwards."""
+    S.ensure_socket()
+    S.set_policy(policy())
+    S.write(f"{DROPIN_DIR}/50-cgsys-nofile-wd.conf", "[Service]\nLimitNOFILE=40\nWatchdogSec=2s\n", 0o644)
+    try:
+        S.ok(["systemctl", "daemon-reload"])
+        S.reset()
+        S.ok(["systemctl", "restart", "credgated.service"], timeout=40)
+        pid = S.main_pid()
+        cur = S.cursor()
+        res = S.client("hold", 60, 5.0, "org.test.u.f5-", timeout=40)
+        expect(answered(res["after"]), f"request after the pressure: {res['after']}")
+        msgs = [str(e.get("MESSAGE", "")) for e in S.journal(cur, "UNIT=credgated.service")]
+        wd = [m for m in msgs if "Watchdog timeout" in m]
+        note(f"LimitNOFILE=40, WatchdogSec=2s, {res['connected']} connections held 5 s: MainPID {pid} -> "
+             f"{S.main_pid()}; watchdog timeouts: {len(wd)}")
+        expect(res["connected"] >= 40, f"only {res['connected']} connections: no pressure")
+        expect(not wd, f"the watchdog fired under descriptor pressure: {wd[0] if wd else ''}")
+        expect(S.main_pid() == pid, f"MainPID changed from {pid} to {S.main_pid()}")
+    finally:
+        S.remove(f"{DROPIN_DIR}/50-cgsys-nofile-wd.conf")
+        S.c(["systemctl", "daemon-reload"])
+        S.reset()
+        S.c(["systemctl", "restart", "credgated.service"], timeout=40)
+
+
 def check_f3_timeout(S):
     S.ensure_socket()
     S.set_policy(policy({"request_timeout": 10}))
@@ -1405,6 +1436,7 @@ CHECKS = [
     ("fault 2: under descriptor pressure the accept() warning reaches the journal, no audit entry lost silently",
      check_f2_fd_pressure),
     ("fault 3: after a reload lowering request_timeout, new connections time out on the new value", check_f3_timeout),
+    ("fault 5: out of descriptors, the daemon still sends WATCHDOG=1 and is not killed", check_f5_watchdog_fd_pressure),
     ("check 10: the boot's journal has no SIGSYS, code=dumped or unexpected code=killed", check_boot_journal),
 ]
 
