@@ -1036,6 +1036,17 @@ class Activated:
 
 
 class TestIdleExit(TempDirTest):
+    def listen(self):
+        """The listening socket systemd would hold, and the policy. Return: its path."""
+        self.policy = self.path("policy.conf")
+        write(self.policy, LIMITS)
+        sock = self.path("act.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(self.listener.close)
+        self.listener.bind(sock)
+        self.listener.listen(128)
+        return sock
+
     def start(self, n=None):
         a = Activated(self.listener, self.policy, ["--idle-exit", "1", "--rules-dir", self.empty],
                       self.path(f"stderr.{n}") if n is not None else None)
@@ -1048,13 +1059,7 @@ class TestIdleExit(TempDirTest):
         standalone.start()
         t_standalone = time.monotonic()
 
-        self.policy = self.path("policy.conf")
-        write(self.policy, LIMITS)
-        sock = self.path("act.sock")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(self.listener.close)
-        self.listener.bind(sock)
-        self.listener.listen(128)
+        sock = self.listen()
 
         first = self.start(1)
         t_first = time.monotonic()
@@ -1129,13 +1134,7 @@ class TestIdleExit(TempDirTest):
         must live at least 5 s per start, so no more than 2 starts happen
         (the test starts an instance, as systemd does, whenever a client
         waits and none runs). Every request is answered."""
-        self.policy = self.path("policy.conf")
-        write(self.policy, LIMITS)
-        sock = self.path("act.sock")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(self.listener.close)
-        self.listener.bind(sock)
-        self.listener.listen(128)
+        sock = self.listen()
         starts, answered, daemon = 0, 0, None
         t0 = time.monotonic()
         for i in range(7):

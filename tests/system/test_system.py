@@ -30,6 +30,7 @@ systemd-nspawn or nsenter missing, no overlayfs), the whole stage is
 reported as skipped (`1..0 # SKIP reason`), never as passed.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -732,6 +733,23 @@ class Stage:
     def main_pid(self):
         return int(self.show("credgated.service", "MainPID").get("MainPID") or 0)
 
+    @contextlib.contextmanager
+    def dropin(self, name, text):
+        """credgated.service restarted with the drop-in @name (@text), and
+        restarted without it afterwards, whatever happened meanwhile."""
+        path = f"{DROPIN_DIR}/{name}"
+        self.write(path, text, 0o644)
+        try:
+            self.ok(["systemctl", "daemon-reload"])
+            self.reset()
+            self.ok(["systemctl", "restart", "credgated.service"], timeout=40)
+            yield
+        finally:
+            self.remove(path)
+            self.c(["systemctl", "daemon-reload"])
+            self.reset()
+            self.c(["systemctl", "restart", "credgated.service"], timeout=40)
+
     def client(self, *args, user=None, timeout=60):
         r = self.c(["python3", f"{HELPER_DIR}/cgclient.py"] + [str(a) for a in args], user=user, timeout=timeout)
         if r.rc != 0:
@@ -1144,11 +1162,7 @@ def idle_exit_checks(S, idle):
 def check_watchdog(S):
     S.ensure_socket()
     S.set_policy(policy())
-    S.write(f"{DROPIN_DIR}/50-cgsys-watchdog.conf", "[Service]\nWatchdogSec=2s\n", 0o644)
-    try:
-        S.ok(["systemctl", "daemon-reload"])
-        S.reset()
-        S.ok(["systemctl", "restart", "credgated.service"], timeout=40)
+    with S.dropin("50-cgsys-watchdog.conf", "[Service]\nWatchdogSec=2s\n"):
         expect(S.show("credgated.service", "WatchdogUSec")["WatchdogUSec"] == "2s", "WatchdogSec= not applied")
         out = S.check_actions("root", ["org.test.u.wd-before"])
         expect(out == [("ALLOW", "org.test.u.wd-before")], f"before: {out}")
@@ -1182,11 +1196,6 @@ def check_watchdog(S):
         p = pid_of_action(S, "org.test.u.wd-after", cur)
         expect(p == str(S.main_pid()) and p != str(old), f"answered by pid {p}; MainPID {S.main_pid()}, old {old}")
         note(f"SIGSTOP of {old}: new MainPID {new} after {t_new:.1f} s (WatchdogSec=2s); {wd[0]}")
-    finally:
-        S.remove(f"{DROPIN_DIR}/50-cgsys-watchdog.conf")
-        S.c(["systemctl", "daemon-reload"])
-        S.reset()
-        S.c(["systemctl", "restart", "credgated.service"], timeout=40)
 
 
 def check_stop_start(S):
@@ -1299,11 +1308,7 @@ def check_f1_start_limit(S):
 def check_f2_fd_pressure(S):
     S.ensure_socket()
     S.set_policy(policy())
-    S.write(f"{DROPIN_DIR}/50-cgsys-nofile.conf", "[Service]\nLimitNOFILE=40\n", 0o644)
-    try:
-        S.ok(["systemctl", "daemon-reload"])
-        S.reset()
-        S.ok(["systemctl", "restart", "credgated.service"], timeout=40)
+    with S.dropin("50-cgsys-nofile.conf", "[Service]\nLimitNOFILE=40\n"):
         pid = S.main_pid()
         lim = S.ok(["sh", "-c", f"grep 'Max open files' /proc/{pid}/limits"]).split()
         expect(lim[3:5] == ["40", "40"], f"LimitNOFILE not applied: {lim}")
@@ -1340,11 +1345,6 @@ def check_f2_fd_pressure(S):
         expect(allowed, "no request was answered while the connections were held")
         expect(hits, "no 'accept() failed: Too many open files' warning in the journal")
         expect(not missing or accounted, f"{len(missing)} audit entries lost silently")
-    finally:
-        S.remove(f"{DROPIN_DIR}/50-cgsys-nofile.conf")
-        S.c(["systemctl", "daemon-reload"])
-        S.reset()
-        S.c(["systemctl", "restart", "credgated.service"], timeout=40)
 
 
 def check_f5_watchdog_fd_pressure(S):
@@ -1355,11 +1355,7 @@ def check_f5_watchdog_fd_pressure(S):
     MainPID, no watchdog timeout, and answers afterwards."""
     S.ensure_socket()
     S.set_policy(policy())
-    S.write(f"{DROPIN_DIR}/50-cgsys-nofile-wd.conf", "[Service]\nLimitNOFILE=40\nWatchdogSec=2s\n", 0o644)
-    try:
-        S.ok(["systemctl", "daemon-reload"])
-        S.reset()
-        S.ok(["systemctl", "restart", "credgated.service"], timeout=40)
+    with S.dropin("50-cgsys-nofile-wd.conf", "[Service]\nLimitNOFILE=40\nWatchdogSec=2s\n"):
         pid = S.main_pid()
         cur = S.cursor()
         res = S.client("hold", 60, 5.0, "org.test.u.f5-", timeout=40)
@@ -1371,11 +1367,6 @@ def check_f5_watchdog_fd_pressure(S):
         expect(res["connected"] >= 40, f"only {res['connected']} connections: no pressure")
         expect(not wd, f"the watchdog fired under descriptor pressure: {wd[0] if wd else ''}")
         expect(S.main_pid() == pid, f"MainPID changed from {pid} to {S.main_pid()}")
-    finally:
-        S.remove(f"{DROPIN_DIR}/50-cgsys-nofile-wd.conf")
-        S.c(["systemctl", "daemon-reload"])
-        S.reset()
-        S.c(["systemctl", "restart", "credgated.service"], timeout=40)
 
 
 def check_f3_timeout(S):
