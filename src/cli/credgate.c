@@ -569,7 +569,8 @@ static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **arg
                 if (v.by_default)
                         printf("%s %s by default\n", what, argv[i]);
                 else if (v.file)
-                        printf("%s %s by %s:%u\n", what, argv[i], v.file, v.line);
+                        printf("%s %s by %s:%u%s%s%s\n", what, argv[i], v.file, v.line, v.id ? " (" : "",
+                               v.id ? v.id : "", v.id ? ")" : "");
                 else /* neither a rule nor the default: policy_check() refused the request */
                         return fail("cannot evaluate '%s'", argv[i]);
         }

@@ -139,6 +139,9 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
                 snprintf(rule, sizeof(rule), "default");
         else
                 snprintf(rule, sizeof(rule), "%s:%u", v->file, v->line);
+        /* The id goes in a field of its own; in the message, after the place. */
+        char by[4096 + 300];
+        snprintf(by, sizeof(by), "%s%s%s%s", rule, v->id ? " (" : "", v->id ? v->id : "", v->id ? ")" : "");
         const char *d = allow ? "ALLOW" : "DENY";
 
         if (a->target == LOG_TARGET_JOURNAL) {
@@ -147,36 +150,40 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
                                 "MESSAGE=%s %s for pid %" PRIi32 " uid %" PRIu32 " (asked by pid %" PRIi32 " uid %" PRIu32
                                 ") by %s",
                                 d, action, (int32_t) subject->pid, (uint32_t) subject->uid, (int32_t) broker->pid,
-                                (uint32_t) broker->uid, rule, "MESSAGE_ID=" AUDIT_DECISION_MESSAGE_ID,
+                                (uint32_t) broker->uid, by, "MESSAGE_ID=" AUDIT_DECISION_MESSAGE_ID,
                                 "PRIORITY=%i", allow ? LOG_INFO : LOG_NOTICE, "SYSLOG_IDENTIFIER=credgated",
                                 "CREDGATE_ACTION=%s", action, "CREDGATE_DECISION=%s", d, "CREDGATE_RULE=%s", rule,
                                 "CREDGATE_PEER_PID=%" PRIi32, (int32_t) subject->pid,
                                 "CREDGATE_PEER_UID=%" PRIu32, (uint32_t) subject->uid,
                                 "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid,
                                 "CREDGATE_BROKER_PID=%" PRIi32, (int32_t) broker->pid,
-                                "CREDGATE_BROKER_UID=%" PRIu32, (uint32_t) broker->uid, NULL));
+                                "CREDGATE_BROKER_UID=%" PRIu32, (uint32_t) broker->uid,
+                                v->id ? "CREDGATE_RULE_ID=%s" : NULL, v->id, NULL));
                 else
                         (void) log_journal_result(sd_journal_send(
                                 "MESSAGE=%s %s for pid %" PRIi32 " uid %" PRIu32 " by %s", d, action,
-                                (int32_t) subject->pid, (uint32_t) subject->uid, rule,
+                                (int32_t) subject->pid, (uint32_t) subject->uid, by,
                                 "MESSAGE_ID=" AUDIT_DECISION_MESSAGE_ID, "PRIORITY=%i", allow ? LOG_INFO : LOG_NOTICE,
                                 "SYSLOG_IDENTIFIER=credgated", "CREDGATE_ACTION=%s", action, "CREDGATE_DECISION=%s", d,
                                 "CREDGATE_RULE=%s", rule, "CREDGATE_PEER_PID=%" PRIi32, (int32_t) subject->pid,
                                 "CREDGATE_PEER_UID=%" PRIu32, (uint32_t) subject->uid,
-                                "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid, NULL));
+                                "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid,
+                                v->id ? "CREDGATE_RULE_ID=%s" : NULL, v->id, NULL));
                 return;
         }
         if (broker)
                 (void) fprintf(stderr,
-                               "credgated: audit: decision=%s action=%s rule=%s pid=%" PRIi32 " uid=%" PRIu32
+                               "credgated: audit: decision=%s action=%s rule=%s%s%s pid=%" PRIi32 " uid=%" PRIu32
                                " gid=%" PRIu32 " broker_pid=%" PRIi32 " broker_uid=%" PRIu32 "\n",
-                               d, action, rule, (int32_t) subject->pid, (uint32_t) subject->uid,
+                               d, action, rule, v->id ? " rule_id=" : "", v->id ? v->id : "", (int32_t) subject->pid,
+                               (uint32_t) subject->uid,
                                (uint32_t) subject->gid, (int32_t) broker->pid, (uint32_t) broker->uid);
         else
                 (void) fprintf(stderr,
-                               "credgated: audit: decision=%s action=%s rule=%s pid=%" PRIi32 " uid=%" PRIu32
+                               "credgated: audit: decision=%s action=%s rule=%s%s%s pid=%" PRIi32 " uid=%" PRIu32
                                " gid=%" PRIu32 "\n",
-                               d, action, rule, (int32_t) subject->pid, (uint32_t) subject->uid,
+                               d, action, rule, v->id ? " rule_id=" : "", v->id ? v->id : "", (int32_t) subject->pid,
+                               (uint32_t) subject->uid,
                                (uint32_t) subject->gid);
 }
 

@@ -209,7 +209,8 @@ static int parse_effect(const config_setting_t *s, Decision *ret) {
 
 static void load_rule(Loader *l, const config_setting_t *rule) {
         static const char *const subject_keys[] = { "users", "groups", "uids", "gids" };
-        const config_setting_t *action = NULL, *effect = NULL, *anyone = NULL;
+        const config_setting_t *action = NULL, *effect = NULL, *anyone = NULL, *id = NULL;
+        const char *id_text = NULL;
         int line = line_of(rule), errors = 0, entries = 0;
         Decision eff = DECISION_DENY;
 
@@ -230,11 +231,13 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                         effect = s, known = true;
                 else if (strcmp(name, "anyone") == 0)
                         anyone = s, known = true;
+                else if (strcmp(name, "id") == 0)
+                        id = s, known = true;
                 for (size_t k = 0; k < ELEMENTSOF(subject_keys); k++)
                         known = known || strcmp(name, subject_keys[k]) == 0;
                 if (!known) {
                         diag(l, false, line_of(s),
-                             "unknown key '%s' in rule (expected action, effect, users, groups, uids, gids, anyone)",
+                             "unknown key '%s' in rule (expected id, action, effect, users, groups, uids, gids, anyone)",
                              name);
                         errors++;
                 }
@@ -251,6 +254,22 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                 } else if (!action_valid(a, strlen(a), true)) {
                         diag(l, false, line_of(action),
                              "bad action '%s': use 1-255 characters of A-Z a-z 0-9 . _ : / - and '*' as wildcard", a);
+                        errors++;
+                }
+        }
+        if (id) {
+                const char *file;
+                unsigned other;
+                id_text = config_setting_get_string(id);
+                if (!id_text || !action_valid(id_text, strlen(id_text), false)) {
+                        diag(l, false, line_of(id),
+                             "bad rule id%s%s%s: use 1-255 characters of A-Z a-z 0-9 . _ : / - (no '*')",
+                             id_text ? " '" : "", id_text ? id_text : "", id_text ? "'" : "");
+                        errors++;
+                        id_text = NULL;
+                } else if (policy_builder_find_id(l->b, id_text, &file, &other)) {
+                        diag(l, false, line_of(id), "duplicate rule id '%s': also the rule at %s:%u", id_text, file,
+                             other);
                         errors++;
                 }
         }
@@ -299,6 +318,7 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                 .gids = l->gids,
                 .n_gids = l->n_gids,
                 .line = (unsigned) (line > 0 ? line : 0),
+                .id = id_text,
         };
         if (policy_builder_add_rule(l->b, &spec) < 0)
                 diag(l, false, line, "out of memory");

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ typedef struct Rule {
         uint32_t n_uids, n_gids;
         uint32_t file;
         uint32_t line;
+        uint32_t id; /* offset into strings, or NONE */
         uint8_t effect;
         uint8_t anyone;
         uint8_t pattern; /* 0: exact; PATTERN_PREFIX or PATTERN_SUFFIX: the key it is indexed by */
@@ -76,7 +78,17 @@ struct PolicyBuilder {
         Policy *p;
         size_t cap_rules, n_strings, cap_strings, n_ranges, cap_ranges;
         bool brokers_set;
+        void *ids; /* tsearch() tree of IdEntry: ids taken so far */
 };
+
+typedef struct IdEntry {
+        const char *id; /* points into the entry's own allocation */
+        uint32_t rule;
+} IdEntry;
+
+static int cmp_id(const void *a, const void *b) {
+        return strcmp(((const IdEntry *) a)->id, ((const IdEntry *) b)->id);
+}
 
 static int grow(void **v, size_t *cap, size_t need, size_t size) {
         if (need <= *cap)
@@ -146,6 +158,7 @@ static void policy_free(Policy *p) {
 PolicyBuilder *policy_builder_free(PolicyBuilder *b) {
         if (!b)
                 return NULL;
+        tdestroy(b->ids, free);
         policy_free(b->p);
         free(b);
         return NULL;
@@ -210,17 +223,50 @@ int policy_builder_set_brokers(PolicyBuilder *b, bool anyone, const IdRange *uid
         return 0;
 }
 
+bool policy_builder_find_id(const PolicyBuilder *b, const char *id, const char **ret_file, unsigned *ret_line) {
+        IdEntry key = { .id = id };
+        IdEntry **found = id ? tfind(&key, (void **) &b->ids, cmp_id) : NULL;
+        if (!found)
+                return false;
+        const Rule *r = &b->p->rules[(*found)->rule];
+        *ret_file = b->p->files[r->file];
+        *ret_line = r->line;
+        return true;
+}
+
+/* Take @id (of @len bytes) for rule @rule. Return: 0, -EEXIST, or -ENOMEM. */
+static int take_id(PolicyBuilder *b, const char *id, size_t len, uint32_t rule) {
+        IdEntry key = { .id = id };
+        if (tfind(&key, &b->ids, cmp_id))
+                return -EEXIST;
+        IdEntry *e = malloc(sizeof(IdEntry) + len + 1);
+        if (!e)
+                return -ENOMEM;
+        memcpy(e + 1, id, len + 1);
+        *e = (IdEntry){ .id = (const char *) (e + 1), .rule = rule };
+        IdEntry **ins = tsearch(e, &b->ids, cmp_id);
+        if (!ins || *ins != e) {
+                free(e);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
         Policy *p = b->p;
         size_t len = s->action ? strnlen(s->action, ACTION_MAX + 1) : 0;
+        size_t id_len = s->id ? strnlen(s->id, ACTION_MAX + 1) : 0;
+        int r0;
 
-        if (!action_valid(s->action, len, true) || p->n_files == 0)
+        if (!action_valid(s->action, len, true) || p->n_files == 0 || (s->id && !action_valid(s->id, id_len, false)))
                 return -EINVAL;
-        if (p->n_rules >= NONE - 1 || b->n_strings + len + 1 > UINT32_MAX)
+        if (p->n_rules >= NONE - 1 || b->n_strings + len + 1 + id_len + 1 > UINT32_MAX)
                 return -ENOMEM;
         if (grow((void **) &p->rules, &b->cap_rules, p->n_rules + 1, sizeof(Rule)) < 0 ||
-            grow((void **) &p->strings, &b->cap_strings, b->n_strings + len + 1, 1) < 0)
+            grow((void **) &p->strings, &b->cap_strings, b->n_strings + len + 1 + (s->id ? id_len + 1 : 0), 1) < 0)
                 return -ENOMEM;
+        if (s->id && (r0 = take_id(b, s->id, id_len, (uint32_t) p->n_rules)) < 0)
+                return r0;
 
         Rule *r = &p->rules[p->n_rules];
         *r = (Rule){
@@ -232,11 +278,17 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
                 .effect = s->effect == DECISION_ALLOW,
                 .anyone = s->anyone,
                 .pattern = memchr(s->action, '*', len) != NULL,
+                .id = NONE,
         };
         if (add_ranges(b, s->uids, s->n_uids, &r->n_uids) < 0 || add_ranges(b, s->gids, s->n_gids, &r->n_gids) < 0)
                 return -ENOMEM;
         memcpy(p->strings + b->n_strings, s->action, len + 1);
         b->n_strings += len + 1;
+        if (s->id) {
+                r->id = (uint32_t) b->n_strings;
+                memcpy(p->strings + b->n_strings, s->id, id_len + 1);
+                b->n_strings += id_len + 1;
+        }
         p->n_rules++;
         return 0;
 }
@@ -430,6 +482,7 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
         v.decision = r->effect ? DECISION_ALLOW : DECISION_DENY;
         v.file = p->files[r->file];
         v.line = r->line;
+        v.id = r->id != NONE ? p->strings + r->id : NULL;
         return v;
 }
 

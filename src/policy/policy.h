@@ -32,14 +32,16 @@ typedef struct RuleSpec {
         const IdRange *gids; /* match the primary gid and every supplementary group */
         size_t n_gids;
         unsigned line; /* the rule's line in its file */
+        const char *id; /* optional name, unique in the policy (action grammar, no '*'); NULL for none */
 } RuleSpec;
 
-/* Where a decision came from: a rule (file and line) or the default. */
+/* Where a decision came from: a rule (file, line, id) or the default. */
 typedef struct Verdict {
         Decision decision;
         bool by_default;
         const char *file; /* valid while the Policy lives; NULL by default */
         unsigned line;
+        const char *id; /* the rule's id, valid while the Policy lives; NULL when it has none */
 } Verdict;
 
 /*
@@ -52,8 +54,13 @@ PolicyBuilder *policy_builder_free(PolicyBuilder *b);
 /* Start a new source file; later rules belong to it. Return: 0 or -ENOMEM. */
 int policy_builder_add_file(PolicyBuilder *b, const char *path);
 
-/* Add a rule (copied). Return: 0, -EINVAL for a bad action, or -ENOMEM. */
+/* Add a rule (copied). Return: 0, -EINVAL for a bad action or id, -EEXIST for an id
+ * already taken, or -ENOMEM. */
 int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *spec);
+
+/* Where the rule with @id was added. Return: true and *ret_file (valid while @b lives) and
+ * *ret_line, or false. */
+bool policy_builder_find_id(const PolicyBuilder *b, const char *id, const char **ret_file, unsigned *ret_line);
 
 void policy_builder_set_default(PolicyBuilder *b, Decision d);
 

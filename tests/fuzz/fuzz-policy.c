@@ -16,6 +16,7 @@
  *   - no more rules than the text has "action" keys;
  *   - the drop-in reading of the same text decides exactly as the main file
  *     wherever a rule decides (a drop-in has no default: deny);
+ *   - a verdict's rule id is one the text spells, in the action grammar;
  *   - brokers (who may pass descriptors): without a "brokers" key (and
  *     without escapes) exactly uid 0, in the main file and the drop-in.
  */
@@ -108,12 +109,17 @@ static size_t probes(const char *text, char actions[][ACTION_MAX + 1], size_t ma
         return n;
 }
 
-static void check_verdict(const Verdict *v, const Policy *p, const char *path, size_t n_lines) {
+static void check_verdict(const Verdict *v, const Policy *p, const char *path, size_t n_lines, const char *text) {
         check(v->decision == DECISION_DENY || v->decision == DECISION_ALLOW, "decision %d", (int) v->decision);
         if (v->by_default) {
                 check(v->decision == policy_default(p), "by default but not the default");
                 check(!v->file, "by default with a file");
+                check(!v->id, "by default with a rule id");
         } else {
+                /* An id is the text's own: it appears there, in the action grammar. */
+                check(!v->id || (action_valid(v->id, strlen(v->id), false) &&
+                                 (strstr(text, v->id) || strchr(text, '\\'))),
+                      "rule id '%s' not in the text", v->id);
                 check(v->file && strcmp(v->file, path) == 0, "rule from '%s'", v->file ? v->file : "(null)");
                 check(v->line >= 1 && v->line <= n_lines, "rule line %u of %zu", v->line, n_lines);
         }
@@ -192,14 +198,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t a = 0; a < n_actions; a++)
                 for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
                         Verdict v = policy_check(p, actions[a], &ids[i]), again = policy_check(p, actions[a], &ids[i]);
-                        check_verdict(&v, p, text_path, n_lines);
+                        check_verdict(&v, p, text_path, n_lines, text);
                         check(v.decision == again.decision && v.by_default == again.by_default &&
                                       v.file == again.file && v.line == again.line,
                               "two answers for '%s'", actions[a]);
                         check(!no_allow || v.decision == DECISION_DENY, "ALLOW '%s' without 'allow'", actions[a]);
                         if (dp) {
                                 Verdict d = policy_check(dp, actions[a], &ids[i]);
-                                check_verdict(&d, dp, text_path, n_lines);
+                                check_verdict(&d, dp, text_path, n_lines, text);
                                 if (!v.by_default)
                                         check(!d.by_default && d.decision == v.decision && d.line == v.line,
                                               "'%s' uid %u: drop-in line %u, main line %u", actions[a],

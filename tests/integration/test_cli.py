@@ -711,6 +711,25 @@ rules = (
         self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
         self.assertRegex(r.stderr, rf"(?m)^{re.escape(missing)}: ")
 
+    def test_rule_ids(self):
+        """A rule's id follows its FILE:LINE in eval's answer; an id taken by a
+        drop-in and again by the main file refuses the policy, naming both."""
+        main = self.write_policy("ids.conf", 'rules = (\n'
+                                 '  { id = "site-backup"; action = "t.id"; effect = "allow"; uids = ["7"]; },\n'
+                                 '  { action = "t.id"; effect = "deny"; anyone = true; }\n'
+                                 ');\n')
+        r = self.eval("--uid", "7", "--gid", "7", "t.id", policy=main)
+        self.assertEqual((r.stdout, r.returncode), (f"ALLOW t.id by {main}:2 (site-backup)\n", 0), r.stderr)
+        r = self.eval("--uid", "8", "--gid", "8", "t.id", policy=main)
+        self.assertEqual((r.stdout, r.returncode), (f"DENY t.id by {main}:3\n", 1), r.stderr)
+        d = os.path.join(self.dir, "ids.d")
+        os.makedirs(d, exist_ok=True)
+        drop = write(os.path.join(d, "10-dup.conf"),
+                     'rules = (\n  { id = "site-backup"; action = "t.other"; effect = "deny"; anyone = true; }\n);\n')
+        r = self.eval("--rules-dir", d, "--uid", "7", "--gid", "7", "t.id", policy=main)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn(f"{main}:2: duplicate rule id 'site-backup': also the rule at {drop}:2", r.stderr)
+
     def test_warning_still_evaluates(self):
         p = self.write_policy("warn.conf", """\
 rules = (

@@ -18,6 +18,9 @@ actions. For every (policy, identity, action) case three answers must agree:
      empty file or a /dev/null link masks), then the main file; first match
      decides; '*' matches any run of characters.
 
+About a third of the rules carry an id, which eval names after FILE:LINE
+and the model must name too.
+
 Half the policies also name brokers (settings.brokers, a random subject);
 each child then ends its connection with a CHECK-PEER without a descriptor,
 which a broker gets ERR bad-peer-fd for and anyone else ERR not-a-broker,
@@ -148,7 +151,7 @@ def model_broker(pol, uid, gid, groups):
 def model_decide(rules, default, uid, gid, groups, action):
     for path, line, r in rules:
         if glob_match(r["action"], action) and subject_matches(r, uid, gid, groups):
-            return r["effect"].upper(), f"{path}:{line}"
+            return r["effect"].upper(), f"{path}:{line}" + (f" ({r['id']})" if "id" in r else "")
     return (default or "deny").upper(), "default"
 
 
@@ -176,6 +179,7 @@ class Gen:
         self.users = [n for n in USER_NAMES if resolve_user(n) is not None]
         self.groups = [n for n in GROUP_NAMES if resolve_group(n) is not None]
         self.pool_ids = []  # the ids of the current identities
+        self.n_ids = 0  # rule ids handed out: unique across every policy
 
     def word(self, lo=1, hi=8):
         r = self.rng
@@ -272,7 +276,12 @@ class Gen:
         return rule
 
     def rules(self, lo, hi):
-        return [self.rule() for _ in range(self.rng.randint(lo, hi))]
+        out = [self.rule() for _ in range(self.rng.randint(lo, hi))]
+        for rule in out:
+            if self.rng.random() < 0.3:  # an id: the action grammar, no '*', unique
+                self.n_ids += 1
+                rule["id"] = self.tiny(ALPHABET).replace("*", "") + f"-{self.n_ids}"
+        return out
 
     def policy(self):
         r = self.rng
@@ -378,6 +387,8 @@ def render_rules(rules, rng, start_line):
     where = []
     for i, rule in enumerate(rules):
         parts = [f"action = {q(rule['action'])};", f"effect = {q(rule['effect'])};"]
+        if "id" in rule:
+            parts.append(f"id = {q(rule['id'])};")
         for key in ("users", "groups", "uids", "gids"):
             if key in rule:
                 o, c = ("[", "]") if rng.random() < 0.7 else ("(", ")")
@@ -631,7 +642,7 @@ def eval_cmd(root, uid, gid, groups, actions, prog=None):
     return cmd
 
 
-EVAL_RE = re.compile(r"^(ALLOW|DENY) (\S+) by (\S+)$")
+EVAL_RE = re.compile(r"^(ALLOW|DENY) (\S+) by (\S+(?: \(\S+\))?)$")  # FILE:LINE, then the rule's id if any
 
 
 def parse_eval(proc_out, rc, err, actions):

@@ -246,6 +246,21 @@ START_TEST(test_format_rule_and_default) {
 }
 END_TEST
 
+START_TEST(test_format_rule_id) {
+        Verdict v = v_deny;
+        v.id = "no-bob-backup";
+        new_audit(AUDIT_ALL);
+        capture_begin();
+        audit_decision(audit, T0, "org.example.run", &v, &alice, NULL);
+        audit_decision(audit, T0, "org.example.run", &v, &alice, &broker);
+        capture_end();
+        assert_output(PREFIX "decision=DENY action=org.example.run rule=" MAIN
+                             ":12 rule_id=no-bob-backup pid=4242 uid=1000 gid=100\n"
+                      PREFIX "decision=DENY action=org.example.run rule=" MAIN
+                             ":12 rule_id=no-bob-backup pid=4242 uid=1000 gid=100 broker_pid=77 broker_uid=50\n");
+}
+END_TEST
+
 START_TEST(test_format_broker) {
         new_audit(AUDIT_ALL);
         capture_begin();
@@ -470,6 +485,7 @@ static Suite *audit_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_format_rule_and_default);
         tcase_add_test(tc, test_format_broker);
+        tcase_add_test(tc, test_format_rule_id);
         tcase_add_test(tc, test_null_audit);
         suite_add_tcase(s, tc);
 

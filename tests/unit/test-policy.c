@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "action.h"
 #include "macro.h"
 #include "policy-load.h"
 #include "policy.h"
@@ -1056,6 +1057,84 @@ END_TEST
 
 
 /* ------------------------------------------------------------------------
+ * Rule ids
+ */
+
+START_TEST(test_rule_ids) {
+        load("rules = (\n"
+             "  { id = \"backup-operators\"; action = \"org.example.backup.run\"; effect = \"allow\"; uids = [\"34\"]; },\n"
+             "  { action = \"org.example.*\"; effect = \"deny\"; anyone = true; },\n"
+             "  { id = \"a.b_c:d/e-0\"; action = \"x\"; effect = \"allow\"; anyone = true; }\n"
+             ");\n");
+        assert_loaded(0);
+        Verdict v = policy_check(L.policy, "org.example.backup.run", &CREDS(34, 34));
+        ck_assert(v.decision == ALLOW && v.line == 2);
+        ck_assert_str_eq(v.id, "backup-operators");
+        v = policy_check(L.policy, "org.example.backup.run", &CREDS(35, 35));
+        ck_assert(v.decision == DENY && v.line == 3);
+        ck_assert_ptr_null(v.id); /* no id: none */
+        v = policy_check(L.policy, "x", &CREDS(0, 0));
+        ck_assert_str_eq(v.id, "a.b_c:d/e-0");
+        v = policy_check(L.policy, "y", &CREDS(0, 0));
+        ck_assert(v.by_default);
+        ck_assert_ptr_null(v.id);
+}
+END_TEST
+
+START_TEST(test_rule_id_duplicate) {
+        load("rules = (\n"
+             "  { id = \"same\"; action = \"a\"; effect = \"allow\"; anyone = true; },\n"
+             "  { id = \"other\"; action = \"b\"; effect = \"allow\"; anyone = true; },\n"
+             "  { id = \"same\"; action = \"c\"; effect = \"deny\"; anyone = true; }\n"
+             ");\n");
+        assert_refused(1);
+        char want[600];
+        snprintf(want, sizeof(want), "duplicate rule id 'same': also the rule at %s:2", L.path);
+        assert_error(4, want);
+}
+END_TEST
+
+START_TEST(test_rule_id_bad) {
+        static const char *const bad[] = { "\"a*b\"", "\"\"", "\"a b\"", "\"caf\\u00e9\"", "42", "true", "[\"a\"]" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                load("rules = (\n  { id = %s; action = \"a\"; effect = \"allow\"; anyone = true; }\n);\n", bad[i]);
+                assert_refused(1);
+                assert_error(2, "bad rule id");
+        }
+        char *long_id = repeat('i', ACTION_MAX + 1);
+        load("rules = (\n  { id = \"%s\"; action = \"a\"; effect = \"allow\"; anyone = true; }\n);\n", long_id);
+        assert_refused(1);
+        long_id[ACTION_MAX] = '\0';
+        load("rules = (\n  { id = \"%s\"; action = \"a\"; effect = \"allow\"; anyone = true; }\n);\n", long_id);
+        assert_loaded(0);
+        free(long_id);
+}
+END_TEST
+
+START_TEST(test_rule_id_builder) {
+        PolicyBuilder *b = policy_builder_new();
+        Policy *p = NULL;
+        const char *file;
+        unsigned line;
+        ck_assert_ptr_nonnull(b);
+        ck_assert_int_eq(policy_builder_add_file(b, "f.conf"), 0);
+        RuleSpec r = { .action = "a", .effect = DECISION_ALLOW, .anyone = true, .line = 7, .id = "x" };
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), 0);
+        ck_assert(policy_builder_find_id(b, "x", &file, &line));
+        ck_assert_str_eq(file, "f.conf");
+        ck_assert_uint_eq(line, 7);
+        ck_assert(!policy_builder_find_id(b, "y", &file, &line));
+        r.line = 8;
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), -EEXIST);
+        r.id = "bad*";
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), -EINVAL);
+        ck_assert_int_eq(policy_builder_finish(b, &p), 0);
+        ck_assert_uint_eq(policy_n_rules(p), 1);
+        policy_unref(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Brokers: who may pass descriptors (settings.brokers)
  */
 
@@ -1562,6 +1641,14 @@ static Suite *policy_suite(void) {
         tcase_add_test(tc, test_group_names_primary_and_supplementary);
         tcase_add_test(tc, test_unknown_name_in_deny_rule_is_error);
         tcase_add_test(tc, test_unknown_name_in_allow_rule_warns);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("rule-ids");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_rule_ids);
+        tcase_add_test(tc, test_rule_id_duplicate);
+        tcase_add_test(tc, test_rule_id_bad);
+        tcase_add_test(tc, test_rule_id_builder);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("brokers");
