@@ -483,6 +483,7 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
         v.file = p->files[r->file];
         v.line = r->line;
         v.id = r->id != NONE ? p->strings + r->id : NULL;
+        v.rule = best;
         return v;
 }
 
@@ -500,6 +501,19 @@ size_t policy_n_files(const Policy *p) {
 
 const char *policy_file(const Policy *p, size_t i) {
         return p && i < p->n_files ? p->files[i] : NULL;
+}
+
+bool policy_rule(const Policy *p, size_t i, const char **ret_file, unsigned *ret_line, const char **ret_id) {
+        if (!p || i >= p->n_rules)
+                return false;
+        const Rule *r = &p->rules[i];
+        if (ret_file)
+                *ret_file = p->files[r->file];
+        if (ret_line)
+                *ret_line = r->line;
+        if (ret_id)
+                *ret_id = r->id != NONE ? p->strings + r->id : NULL;
+        return true;
 }
 
 Decision policy_default(const Policy *p) {

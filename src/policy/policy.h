@@ -42,6 +42,7 @@ typedef struct Verdict {
         const char *file; /* valid while the Policy lives; NULL by default */
         unsigned line;
         const char *id; /* the rule's id, valid while the Policy lives; NULL when it has none */
+        uint32_t rule; /* the deciding rule's index (see policy_rule()); meaningful only when file is set */
 } Verdict;
 
 /*
@@ -100,6 +101,11 @@ bool policy_is_broker(const Policy *p, const PeerCreds *id);
 size_t policy_n_rules(const Policy *p);
 size_t policy_n_files(const Policy *p);
 const char *policy_file(const Policy *p, size_t i);
+
+/* Rule @i (0..policy_n_rules()-1, evaluation order): its file, line and id (NULL when it has
+ * none), valid while @p lives. Any of the out pointers may be NULL.
+ * Return: false when @i is out of range. */
+bool policy_rule(const Policy *p, size_t i, const char **ret_file, unsigned *ret_line, const char **ret_id);
 Decision policy_default(const Policy *p);
 
 static inline void policy_unrefp(Policy **p) {

@@ -917,5 +917,274 @@ for _n in MATRIX_IDS:
     setattr(TestCheckEqualsEval, f"test_{_n}", _make(_n))
 
 
+
+# ---------------------------------------------------------------------------
+# test: expected decisions in test files, coverage, JUnit
+
+TEST_POLICY = """\
+rules = (
+  { id = "ops"; action = "t.a"; effect = "allow"; uids = ["7"]; },
+  { action = "t.a"; effect = "allow"; gids = ["3900000001"]; },
+  { action = "t.*"; effect = "deny"; anyone = true; },
+  { id = "never"; action = "t.never"; effect = "allow"; uids = ["3900000099"]; },
+  { action = "u.never"; effect = "allow"; uids = ["3900000099"]; }
+);
+"""
+
+
+class TestTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = cgtest.mkdtemp()
+        cls.policy = write(os.path.join(cls.dir, "p.conf"), TEST_POLICY)
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def tfile(self, text, name=None):
+        TestTest.n += 1
+        return write(os.path.join(self.dir, name or f"t{TestTest.n}.test"), text)
+
+    def run_test(self, *args, policy="p.conf"):
+        """Run in self.dir so that file names are short and as given."""
+        return cli("test", "-c", policy, "--rules-dir", "none.d", *args, cwd=self.dir)
+
+    def test_pass_and_fail(self):
+        t = self.tfile('cases = (\n'
+                       '  { uid = "7"; gid = "7"; action = "t.a"; expect = "allow"; rule = "ops"; },\n'
+                       '  { uid = "8"; gid = "8"; gids = []; action = "t.a"; expect = "allow"; },\n'
+                       '  { uid = "8"; gid = "8"; gids = ["3900000001"]; action = "t.a"; expect = "allow"; rule = "p.conf:3"; },\n'
+                       '  { uid = "7"; gid = "7"; action = "x.y"; expect = "deny"; rule = "default"; }\n'
+                       ');\n', "site.test")
+        r = self.run_test("site.test")
+        self.assertEqual((r.returncode, r.stdout, r.stderr),
+                         (1, "FAIL site.test:3: uid 8 t.a: expected allow, got deny by p.conf:4\n"
+                             "3 passed, 1 failed\n", ""))
+        r = self.run_test("-v", "site.test")
+        self.assertEqual((r.returncode, r.stdout),
+                         (1, "PASS site.test:2: uid 7 t.a: allow by ops\n"
+                             "FAIL site.test:3: uid 8 t.a: expected allow, got deny by p.conf:4\n"
+                             "PASS site.test:4: uid 8 t.a: allow by p.conf:3\n"
+                             "PASS site.test:5: uid 7 x.y: deny by default\n"
+                             "3 passed, 1 failed\n"), r.stderr)
+
+    def test_all_pass(self):
+        t = self.tfile('cases = ( { user = "root"; action = "t.b"; expect = "deny"; } );\n')
+        r = self.run_test(t)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "1 passed, 0 failed\n", ""))
+        empty = self.tfile("cases = ();\n")
+        r = self.run_test(empty)
+        self.assertEqual((r.returncode, r.stdout), (0, "0 passed, 0 failed\n"), r.stderr)
+
+    def test_multiple_actions(self):
+        t = self.tfile('cases = (\n'
+                       '  { uid = "7"; gid = "7"; actions = ["t.a", "t.b", "x"]; expect = "deny"; }\n'
+                       ');\n', "multi.test")
+        r = self.run_test("-v", "multi.test")
+        self.assertEqual((r.returncode, r.stdout),
+                         (1, "FAIL multi.test:2: uid 7 t.a: expected deny, got allow by ops\n"
+                             "PASS multi.test:2: uid 7 t.b: deny by p.conf:4\n"
+                             "PASS multi.test:2: uid 7 x: deny by default\n"
+                             "2 passed, 1 failed\n"), r.stderr)
+
+    def test_rule_mismatch(self):
+        """The right decision by the wrong rule fails; each form of 'rule'."""
+        self.tfile('cases = (\n'
+                   '  { uid = "8"; gid = "3900000001"; action = "t.a"; expect = "allow"; rule = "ops"; },\n'
+                   '  { uid = "7"; gid = "7"; action = "t.a"; expect = "allow"; rule = "p.conf:2"; },\n'
+                   '  { uid = "7"; gid = "7"; action = "t.b"; expect = "deny"; rule = "default"; },\n'
+                   '  { uid = "7"; gid = "7"; action = "x"; expect = "deny"; rule = "p.conf:4"; }\n'
+                   ');\n', "rules.test")
+        r = self.run_test("rules.test")
+        self.assertEqual((r.returncode, r.stdout),
+                         (1, "FAIL rules.test:2: uid 8 t.a: expected allow by ops, got allow by p.conf:3\n"
+                             "FAIL rules.test:4: uid 7 t.b: expected deny by default, got deny by p.conf:4\n"
+                             "FAIL rules.test:5: uid 7 x: expected deny by p.conf:4, got deny by default\n"
+                             "1 passed, 3 failed\n"), r.stderr)
+
+    def test_user_from_database(self):
+        """user: uid, gid and groups from the database, as eval --user."""
+        p = write(os.path.join(self.dir, "root.conf"),
+                  'rules = ( { action = "r.gid"; effect = "allow"; gids = ["0"]; } );\n')
+        self.tfile('cases = (\n'
+                   '  { user = "root"; action = "r.gid"; expect = "allow"; },\n'
+                   '  { user = "root"; gid = "3900000009"; gids = []; action = "r.gid"; expect = "deny"; },\n'
+                   '  { uid = "0"; action = "r.gid"; expect = "allow"; rule = "root.conf:1"; }\n'
+                   ');\n', "root.test")
+        r = self.run_test("-v", "root.test", policy="root.conf")
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, "PASS root.test:2: user root r.gid: allow by root.conf:1\n"
+                             "PASS root.test:3: user root r.gid: deny by default\n"
+                             "PASS root.test:4: uid 0 r.gid: allow by root.conf:1\n"
+                             "3 passed, 0 failed\n"), r.stderr)
+
+    def test_file_errors(self):
+        g, _ = some_group()
+        bad = [
+            ('{ uid = "7"; gid = "7"; action = "t.a"; expect = "allow"; colour = "x"; }', "unknown key 'colour'"),
+            ('{ user = "root"; uid = "0"; action = "t.a"; expect = "allow"; }', "exactly one of 'user' and 'uid'"),
+            ('{ gid = "0"; action = "t.a"; expect = "allow"; }', "exactly one of 'user' and 'uid'"),
+            ('{ uid = 7; gid = "7"; action = "t.a"; expect = "allow"; }', "'uid' must be a string"),
+            ('{ uid = "4294967295"; gid = "7"; action = "t.a"; expect = "allow"; }', "uid: '4294967295'"),
+            ('{ uid = "7"; gid = "-1"; action = "t.a"; expect = "allow"; }', "gid: '-1'"),
+            ('{ uid = "7"; gid = "7"; gids = ["x"]; action = "t.a"; expect = "allow"; }', "gids: 'x'"),
+            ('{ uid = "7"; gid = "7"; gids = "1"; action = "t.a"; expect = "allow"; }', "'gids' must be a list"),
+            ('{ uid = "7"; gid = "7"; groups = [1]; action = "t.a"; expect = "allow"; }', "'groups' must be a list of strings"),
+            (f'{{ uid = "7"; gid = "7"; groups = ["{g}", "{UNKNOWN_USER}"]; action = "t.a"; expect = "allow"; }}',
+             f"groups: unknown group '{UNKNOWN_USER}'"),
+            (f'{{ uid = "7"; group = "{UNKNOWN_USER}"; action = "t.a"; expect = "allow"; }}',
+             f"group: unknown group '{UNKNOWN_USER}'"),
+            ('{ uid = "7"; gid = "7"; group = "root"; action = "t.a"; expect = "allow"; }', "at most one of 'gid' and 'group'"),
+            (f'{{ user = "{UNKNOWN_USER}"; action = "t.a"; expect = "allow"; }}', f"unknown user '{UNKNOWN_USER}'"),
+            ('{ uid = "3900000077"; action = "t.a"; expect = "allow"; }', "not in the user database"),
+            ('{ uid = "7"; gid = "7"; action = "t.*"; expect = "allow"; }', "bad action 't.*'"),
+            ('{ uid = "7"; gid = "7"; actions = ["t.a", "a b"]; expect = "allow"; }', "bad action 'a b'"),
+            ('{ uid = "7"; gid = "7"; actions = []; expect = "allow"; }', "'actions' is empty"),
+            ('{ uid = "7"; gid = "7"; action = "t.a"; actions = ["t.b"]; expect = "allow"; }', "exactly one of 'action' and 'actions'"),
+            ('{ uid = "7"; gid = "7"; expect = "allow"; }', "exactly one of 'action' and 'actions'"),
+            ('{ uid = "7"; gid = "7"; action = "t.a"; }', "missing 'expect'"),
+            ('{ uid = "7"; gid = "7"; action = "t.a"; expect = "permit"; }', "'expect' must be \"allow\" or \"deny\""),
+            ('{ uid = "7"; gid = "7"; action = "t.a"; expect = "allow"; rule = "nope"; }', "rule 'nope'"),
+            ('{ uid = "7"; gid = "7"; action = "t.a"; expect = "allow"; rule = "p.conf:9"; }', "rule 'p.conf:9'"),
+            ('"x"', "must be a group"),
+        ]
+        for case, msg in bad:
+            with self.subTest(case=case):
+                name = f"bad{TestTest.n}.test"
+                self.tfile(f'# a comment\ncases = (\n  {{ uid = "7"; gid = "7"; action = "t.a"; expect = "allow"; }},\n'
+                           f'  {case}\n);\n', name)
+                r = self.run_test(name)
+                self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+                # libconfig gives a scalar list element the line where it ended
+                self.assertRegex(r.stderr, rf"^{re.escape(name)}:{4 if case[0] == '{' else '[45]'}: ")
+                self.assertIn(msg, r.stderr.splitlines()[0])
+        for text, line, msg in (('cases = (\n  { uid = "7"; },\n);\n', 3, ""),
+                                ('cases = ();\nextra = 1;\n', 2, "unknown setting 'extra'"),
+                                ('cases = { };\n', 1, "'cases' must be a list"),
+                                ('# nothing\n', None, "no 'cases' list")):
+            with self.subTest(text=text):
+                t = self.tfile(text, f"top{TestTest.n}.test")
+                r = self.run_test(os.path.basename(t))
+                self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+                where = os.path.basename(t) + (f":{line}: " if line else ": ")
+                self.assertTrue(r.stderr.startswith(where), r.stderr)
+                self.assertIn(msg, r.stderr)
+        r = self.run_test("missing.test")
+        self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+        self.assertRegex(r.stderr, r"^missing\.test: ")
+
+    def test_policy_error(self):
+        write(os.path.join(self.dir, "broken.conf"), 'rules = ( { action = "a"; effect = "permit"; anyone = true; } );\n')
+        t = self.tfile('cases = ( { uid = "7"; gid = "7"; action = "a"; expect = "allow"; } );\n')
+        r = self.run_test(t, policy="broken.conf")
+        self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+        self.assertRegex(r.stderr, r"(?m)^broken\.conf:1: ")
+        r = self.run_test(t, policy="missing.conf")
+        self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+
+    def test_usage(self):
+        for args in ([], ["--bogus", "x.test"], ["--junit"], ["--junit", "", "x.test"]):
+            with self.subTest(args=args):
+                r = self.run_test(*args)
+                self.assertEqual((r.returncode, r.stdout), (2, ""), r.stderr)
+                self.assertIn("Usage: credgate test", r.stderr)
+        r = cli("test", "--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--coverage", r.stdout)
+
+    def test_coverage(self):
+        self.tfile('cases = (\n'
+                   '  { uid = "7"; gid = "7"; actions = ["t.a", "t.b"]; expect = "allow"; }\n'
+                   ');\n', "cov.test")
+        r = self.run_test("--coverage", "cov.test")
+        self.assertEqual((r.returncode, r.stdout),
+                         (1, "FAIL cov.test:2: uid 7 t.b: expected allow, got deny by p.conf:4\n"
+                             "rules that decided no case:\n"
+                             "  p.conf:3\n"
+                             "  p.conf:5 never\n"
+                             "  p.conf:6\n"
+                             "coverage: 2 of 5 rules (40%)\n"
+                             "1 passed, 1 failed\n"), r.stderr)
+
+    def test_junit(self):
+        import xml.etree.ElementTree as ET
+        self.tfile('cases = (\n'
+                   '  { uid = "7"; gid = "7"; actions = ["t.a", "t.b"]; expect = "allow"; rule = "ops"; }\n'
+                   ');\n', "j1.test")
+        self.tfile('cases = (\n'
+                   '  { uid = "8"; gid = "8"; action = "x"; expect = "deny"; },\n'
+                   '  { uid = "8"; gid = "8"; action = "x.y"; expect = "allow"; rule = "default"; }\n'
+                   ');\n', "j&<2>.test")
+        out = os.path.join(self.dir, "junit.xml")
+        r = self.run_test("--junit", out, "j1.test", "j&<2>.test")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertTrue(r.stdout.endswith("2 passed, 2 failed\n"), r.stdout)
+        root = ET.parse(out).getroot()
+        self.assertEqual((root.tag, root.get("tests"), root.get("failures")), ("testsuites", "4", "2"))
+        suites = root.findall("testsuite")
+        self.assertEqual([(s.get("name"), s.get("tests"), s.get("failures")) for s in suites],
+                         [("j1.test", "2", "1"), ("j&<2>.test", "2", "1")])
+        cases = suites[0].findall("testcase")
+        self.assertEqual(len(cases), 2)
+        self.assertIsNone(cases[0].find("failure"))
+        self.assertEqual(cases[1].find("failure").get("message"), "expected allow by ops, got deny by p.conf:4")
+        self.assertEqual(suites[1].findall("testcase")[1].find("failure").get("message"),
+                         "expected allow by default, got deny by default")
+        r = self.run_test("--junit", os.path.join(self.dir, "no", "such", "dir.xml"), "j1.test")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_shipped_example(self):
+        """conf/credgate.test covers every rule of conf/credgate.conf, and passes."""
+        r = cli("test", "-c", "conf/credgate.conf", "--rules-dir", "conf/rules.d", "--coverage",
+                "conf/credgate.test", cwd=cgtest.srcdir())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("FAIL", r.stdout)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[-2], "coverage: 6 of 6 rules (100%)")
+        self.assertRegex(lines[-1], r"^[1-9]\d* passed, 0 failed$")
+
+    def test_agrees_with_eval(self):
+        """For generated policies and identities, test's verdicts are eval's."""
+        import random
+        rnd = random.Random(12)
+        actions = ["a.b", "a.c", "b.x", "a.b.c"]
+        patterns = actions + ["a.*", "*.c", "*", "b.*"]
+        for n in range(4):
+            rules = []
+            for i in range(rnd.randint(1, 8)):
+                subj = rnd.choice([f'uids = ["{rnd.randint(1, 4)}"];', f'gids = ["{rnd.randint(10, 13)}"];',
+                                   'anyone = true;', f'uids = ["1-2"]; gids = ["12"];'])
+                idp = f'id = "r{i}"; ' if rnd.random() < 0.5 else ""
+                rules.append(f'  {{ {idp}action = "{rnd.choice(patterns)}"; '
+                             f'effect = "{rnd.choice(["allow", "deny"])}"; {subj} }}')
+            default = rnd.choice(["allow", "deny"])
+            pname = f"gen{n}.conf"
+            write(os.path.join(self.dir, pname), f'default = "{default}";\nrules = (\n' + ",\n".join(rules) + "\n);\n")
+            idents = [(str(rnd.randint(1, 5)), str(rnd.randint(10, 13)), [str(rnd.randint(10, 13))]) for _ in range(5)]
+            cases, want = [], []
+            for uid, gid, gids in idents:
+                e = cli("eval", "-c", pname, "--rules-dir", "none.d", "--uid", uid, "--gid", gid,
+                        "--groups", ",".join(gids), *actions, cwd=self.dir)
+                self.assertIn(e.returncode, (0, 1), e.stderr)
+                # 'by FILE:LINE (ID)' names the rule by its id in test's output
+                ids = dict(re.findall(r"^\S+ \S+ by (\S+:\d+) \((\S+)\)$", e.stdout, flags=re.M))
+                for action, dec, by in parse_eval(re.sub(r" \(\S+\)$", "", e.stdout, flags=re.M)):
+                    # the opposite expectation: every case fails and shows what test got
+                    exp = "allow" if dec == "DENY" else "deny"
+                    cases.append(f'  {{ uid = "{uid}"; gid = "{gid}"; gids = ["{gids[0]}"]; action = "{action}"; '
+                                 f'expect = "{exp}"; }}')
+                    want.append((uid, action, dec.lower(), ids.get(by, by)))
+            tname = f"gen{n}.test"
+            write(os.path.join(self.dir, tname), "cases = (\n" + ",\n".join(cases) + "\n);\n")
+            r = self.run_test(tname, policy=pname)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            got = [re.fullmatch(r"FAIL \S+: uid (\d+) (\S+): expected \w+, got (\w+) by (\S+)", line).groups()
+                   for line in r.stdout.splitlines()[:-1]]
+            self.assertEqual(got, want)
+            self.assertEqual(r.stdout.splitlines()[-1], f"0 passed, {len(want)} failed")
+
+
 if __name__ == "__main__":
     cgtest.main()

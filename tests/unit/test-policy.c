@@ -1078,6 +1078,20 @@ START_TEST(test_rule_ids) {
         v = policy_check(L.policy, "y", &CREDS(0, 0));
         ck_assert(v.by_default);
         ck_assert_ptr_null(v.id);
+
+        /* The verdict's rule index leads back to the same rule. */
+        const char *file, *id;
+        unsigned line;
+        v = policy_check(L.policy, "x", &CREDS(0, 0));
+        ck_assert(policy_rule(L.policy, v.rule, &file, &line, &id));
+        ck_assert_str_eq(file, L.path);
+        ck_assert_uint_eq(line, 4);
+        ck_assert_str_eq(id, "a.b_c:d/e-0");
+        ck_assert(policy_rule(L.policy, 1, &file, &line, &id));
+        ck_assert_uint_eq(line, 3);
+        ck_assert_ptr_null(id);
+        ck_assert(!policy_rule(L.policy, 3, &file, &line, &id));
+        ck_assert(!policy_rule(NULL, 0, NULL, NULL, NULL));
 }
 END_TEST
 
