@@ -29,6 +29,7 @@
 #include "ids.h"
 #include "credgate.h"
 #include "macro.h"
+#include "lint.h"
 #include "policy-load.h"
 
 /* Exit status: the same for check and eval. */
@@ -445,7 +446,7 @@ static int policy_option(const Command *cmd, PolicyArgs *a, int opt, const char 
  * their home folder. Errors and warnings go to stderr.
  * Return: 0 and *ret, or EXIT_ERROR.
  */
-static int load_policy(PolicyArgs *a, Policy **ret) {
+static int load_policy(PolicyArgs *a, bool lint, Policy **ret) {
         Settings settings = SETTINGS_DEFAULTS;
         Diags diags = {};
         int r;
@@ -456,6 +457,15 @@ static int load_policy(PolicyArgs *a, Policy **ret) {
         }
         PolicyOptions po = { .main_file = a->config, .rule_dirs = a->rule_dirs, .n_rule_dirs = a->n_rule_dirs };
         r = policy_load_full(&po, &diags, NULL, &settings, ret);
+        if (r == 0 && lint) {
+                KnownIds known = {};
+                r = known_ids_load("/etc/nsswitch.conf", &known);
+                if (r == 0)
+                        r = policy_lint(*ret, &known, &diags);
+                known_ids_done(&known);
+                if (r < 0)
+                        *ret = policy_unref(*ret);
+        }
         for (size_t i = 0; i < diags.n; i++)
                 fprintf(stderr, "%s\n", diags.v[i].text);
         if (r == -EINVAL)
@@ -667,7 +677,7 @@ static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **arg
         if (resolve_identity(&q, &id, err, sizeof(err)) < 0)
                 return fail("%s", err);
 
-        if ((r = load_policy(&pa, &policy)) != 0)
+        if ((r = load_policy(&pa, false, &policy)) != 0)
                 return r;
 
         for (int i = optind; i < argc; i++) {
@@ -1189,7 +1199,7 @@ static int cmd_test(const Context *ctx, const Command *cmd, int argc, char **arg
         if (optind >= argc)
                 return usage_error(cmd, "no test file given");
 
-        if ((r = load_policy(&pa, &policy)) != 0)
+        if ((r = load_policy(&pa, true, &policy)) != 0)
                 return r;
 
         for (int i = optind; i < argc; i++)

@@ -17,6 +17,7 @@
 #include "listen.h"
 #include "log.h"
 #include "macro.h"
+#include "lint.h"
 #include "policy-load.h"
 #include "server.h"
 
@@ -27,6 +28,7 @@ typedef struct Args {
         const char *config;
         const char *socket;
         bool check_only;
+        const char *dropin_file, *dropin_name; /* -t --drop-in FILE [--as NAME] */
         const char *rule_dirs[MAX_RULE_DIRS];
         size_t n_rule_dirs;
         SettingsOverride override;
@@ -43,6 +45,9 @@ static void help(void) {
                "                                 precedence (default %s, %s)\n"
                "  -t, --check-config             check the policy, list its files, print errors and\n"
                "                                 warnings, and exit\n"
+               "      --drop-in FILE [--as NAME] with -t: check FILE as the drop-in NAME (default: its\n"
+               "                                 own name) of the first folder, with the rest of the\n"
+               "                                 installed policy\n"
                "      --timeout SEC              close connections with no request for SEC seconds\n"
                "      --max-connections N        stop accepting at N open connections\n"
                "      --max-connections-per-uid N  refuse a uid's connections beyond N\n"
@@ -83,6 +88,8 @@ static int parse_args(int argc, char **argv, Args *a) {
                 OPT_IDLE_EXIT,
                 OPT_LOG,
                 OPT_LOG_TARGET,
+                OPT_DROP_IN,
+                OPT_AS,
         };
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
@@ -95,6 +102,8 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "idle-exit", required_argument, NULL, OPT_IDLE_EXIT },
                 { "log", required_argument, NULL, OPT_LOG },
                 { "log-target", required_argument, NULL, OPT_LOG_TARGET },
+                { "drop-in", required_argument, NULL, OPT_DROP_IN },
+                { "as", required_argument, NULL, OPT_AS },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 {},
@@ -112,6 +121,12 @@ static int parse_args(int argc, char **argv, Args *a) {
                         break;
                 case 't':
                         a->check_only = true;
+                        break;
+                case OPT_DROP_IN:
+                        a->dropin_file = optarg;
+                        break;
+                case OPT_AS:
+                        a->dropin_name = optarg;
                         break;
                 case OPT_RULES_DIR:
                         if (a->n_rule_dirs == MAX_RULE_DIRS)
@@ -165,6 +180,29 @@ static int parse_args(int argc, char **argv, Args *a) {
         if (optind < argc) {
                 fprintf(stderr, "credgated: unexpected argument '%s'\nTry 'credgated --help'.\n", argv[optind]);
                 return -1;
+        }
+        if ((a->dropin_file || a->dropin_name) && !a->check_only) {
+                fprintf(stderr, "credgated: --drop-in and --as only check a file: use them with -t\n");
+                return -1;
+        }
+        if (a->dropin_name && !a->dropin_file) {
+                fprintf(stderr, "credgated: --as names the file of --drop-in, which is missing\n");
+                return -1;
+        }
+        if (a->dropin_file) {
+                const char *slash = strrchr(a->dropin_file, '/');
+                const char *name = a->dropin_name ? a->dropin_name : slash ? slash + 1 : a->dropin_file;
+                size_t n = strlen(name);
+                if (n <= 5 || strcmp(name + n - 5, ".conf") != 0 || name[0] == '.' || strchr(name, '/')) {
+                        fprintf(stderr,
+                                "credgated: %s '%s' is not a name the daemon reads: drop-ins are NAME.conf files "
+                                "(not starting with '.'); %s\n",
+                                a->dropin_name ? "--as" : "--drop-in", name,
+                                a->dropin_name ? "give one such as --as 50-site.conf"
+                                               : "give the name it will be installed as with --as NAME.conf");
+                        return -1;
+                }
+                a->dropin_name = name;
         }
         if (a->n_rule_dirs == 0) {
                 a->rule_dirs[a->n_rule_dirs++] = CREDGATE_RULES_DIR_ETC;
@@ -285,8 +323,17 @@ int main(int argc, char **argv) {
                 .n_rule_dirs = a.n_rule_dirs,
                 .check_ownership = true,
                 .trusted_uid = geteuid(),
+                .dropin_file = a.dropin_file,
+                .dropin_name = a.dropin_name,
         };
         r = policy_load_full(&po, &d, a.check_only ? &src : NULL, &settings, &policy);
+        if (a.check_only && r == 0) {
+                KnownIds known = {};
+                r = known_ids_load("/etc/nsswitch.conf", &known);
+                if (r == 0)
+                        r = policy_lint(policy, &known, &d);
+                known_ids_done(&known);
+        }
         if (a.check_only) {
                 print_check(&a, &src, &d, r, policy);
                 sources_done(&src);

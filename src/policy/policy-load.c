@@ -471,6 +471,14 @@ int policy_load_full(const PolicyOptions *o, Diags *diags, Sources *sources, Set
 
         if (!b)
                 return -ENOMEM;
+        if (o->dropin_file) {
+                if (!(dropins = malloc(sizeof(DropIn))))
+                        return -ENOMEM;
+                dropins[0] = (DropIn){ .name = strdup(o->dropin_name), .path = strdup(o->dropin_file) };
+                n_dropins = 1;
+                if (!dropins[0].name || !dropins[0].path)
+                        r = -ENOMEM;
+        }
         for (size_t i = 0; i < o->n_rule_dirs && r != -ENOMEM; i++)
                 r = scan_dir(&l, o->rule_dirs[i], &dropins, &n_dropins);
         if (n_dropins > 0)

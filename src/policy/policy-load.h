@@ -39,6 +39,10 @@ typedef struct PolicyOptions {
         size_t n_rule_dirs;
         bool check_ownership; /* files and folders must be owned by root (or trusted_uid), not group/other-writable */
         uid_t trusted_uid;
+        /* A candidate drop-in (credgated -t --drop-in): loaded as if it were @dropin_name in the
+         * first folder, so it hides that name in every folder. NULL for none. */
+        const char *dropin_file;
+        const char *dropin_name; /* NAME.conf, no '/' */
 } PolicyOptions;
 
 /*

@@ -519,3 +519,112 @@ bool policy_rule(const Policy *p, size_t i, const char **ret_file, unsigned *ret
 Decision policy_default(const Policy *p) {
         return p ? p->default_decision : DECISION_DENY;
 }
+
+bool policy_rule_info(const Policy *p, size_t i, RuleInfo *ret) {
+        if (!p || i >= p->n_rules)
+                return false;
+        const Rule *r = &p->rules[i];
+        const IdRange *uids = r->n_uids + r->n_gids > 0 ? p->ranges + r->ranges : NULL;
+        *ret = (RuleInfo){
+                .file = p->files[r->file],
+                .line = r->line,
+                .id = r->id != NONE ? p->strings + r->id : NULL,
+                .action = p->strings + r->action,
+                .effect = r->effect ? DECISION_ALLOW : DECISION_DENY,
+                .anyone = r->anyone,
+                .uids = uids,
+                .n_uids = r->n_uids,
+                .gids = uids ? uids + r->n_uids : NULL,
+                .n_gids = r->n_gids,
+        };
+        return true;
+}
+
+/* Is every id of the merged ranges @sub also in the merged ranges @sup? A
+ * range of @sub lies inside one range of @sup or is not covered: merged
+ * ranges neither overlap nor touch. */
+static bool ranges_cover(const IdRange *sup, size_t n_sup, const IdRange *sub, size_t n_sub) {
+        for (size_t k = 0; k < n_sub; k++) {
+                size_t lo = 0, hi = n_sup;
+                while (lo < hi) {
+                        size_t mid = lo + (hi - lo) / 2;
+                        if (sup[mid].hi < sub[k].lo)
+                                lo = mid + 1;
+                        else
+                                hi = mid;
+                }
+                if (lo == n_sup || sup[lo].lo > sub[k].lo || sup[lo].hi < sub[k].hi)
+                        return false;
+        }
+        return true;
+}
+
+/* Does every identity that @b's subject matches match @a's too? Sufficient
+ * conditions only: anyone, or uids and gids each a superset. */
+static bool subject_covers(const Policy *p, const Rule *a, const Rule *b) {
+        if (a->anyone)
+                return true;
+        if (b->anyone)
+                return false;
+        const IdRange *au = p->ranges + a->ranges, *bu = p->ranges + b->ranges;
+        return ranges_cover(au, a->n_uids, bu, b->n_uids) && ranges_cover(au + a->n_uids, a->n_gids, bu + b->n_uids, b->n_gids);
+}
+
+/*
+ * The earliest rule of chain @head, before @best and among its first
+ * @budget, that covers rule @j: its action matches @probe (@j's action with
+ * each '*' replaced by a byte no action holds, so that only a '*' can match
+ * it: a pattern then matches @probe exactly when it matches every action @j
+ * matches) and its subject covers @j's.
+ */
+static uint32_t chain_cover(const Policy *p, uint32_t head, uint32_t best, uint32_t j, const char *probe, size_t budget) {
+        for (uint32_t i = head; i != NONE && i < best && i < j && budget > 0; i = p->rules[i].next, budget--) {
+                const Rule *r = &p->rules[i];
+                if (r->pattern && fnmatch(p->strings + r->action, probe, 0) != 0)
+                        continue;
+                if (subject_covers(p, r, &p->rules[j]))
+                        return i;
+        }
+        return best;
+}
+
+int policy_find_shadowed(const Policy *p, size_t budget, int (*cb)(const Policy *p, size_t rule, size_t by, void *userdata),
+                         void *userdata) {
+        char probe[ACTION_MAX + 1];
+        uint32_t pre[ACTION_MAX + 1];
+        size_t l;
+
+        for (size_t j = 0; p && j < p->n_rules; j++) {
+                const Rule *r = &p->rules[j];
+                uint32_t best = NONE;
+                size_t len = strlen(p->strings + r->action);
+
+                if (!r->anyone && r->n_uids + r->n_gids == 0)
+                        continue;
+                pre[0] = 0;
+                for (size_t k = 0; k < len; k++) {
+                        char c = p->strings[r->action + k];
+                        probe[k] = c == '*' ? '\001' : c;
+                        pre[k + 1] = hash_step(pre[k], (unsigned char) probe[k]);
+                }
+                probe[len] = '\0';
+
+                if (!r->pattern)
+                        best = chain_cover(p, index_find(&p->exact, p->strings, probe, (uint32_t) len, pre[len])->head,
+                                           best, (uint32_t) j, probe, budget);
+                FOR_EACH_LEN(l, p->prefix_lens, len)
+                        best = chain_cover(p, index_find(&p->prefix, p->strings, probe, (uint32_t) l, pre[l])->head, best,
+                                           (uint32_t) j, probe, budget);
+                FOR_EACH_LEN(l, p->suffix_lens, len) {
+                        uint32_t h = pre[len] - pre[len - l] * hash_pow[l];
+                        best = chain_cover(p, index_find(&p->suffix, p->strings, probe + len - l, (uint32_t) l, h)->head,
+                                           best, (uint32_t) j, probe, budget);
+                }
+                if (best != NONE) {
+                        int k = cb(p, j, best, userdata);
+                        if (k < 0)
+                                return k;
+                }
+        }
+        return 0;
+}

@@ -108,6 +108,35 @@ const char *policy_file(const Policy *p, size_t i);
 bool policy_rule(const Policy *p, size_t i, const char **ret_file, unsigned *ret_line, const char **ret_id);
 Decision policy_default(const Policy *p);
 
+/* Everything about rule @i, valid while the Policy lives. */
+typedef struct RuleInfo {
+        const char *file;
+        unsigned line;
+        const char *id; /* NULL when it has none */
+        const char *action;
+        Decision effect;
+        bool anyone;
+        const IdRange *uids, *gids; /* sorted, merged ranges */
+        size_t n_uids, n_gids;
+} RuleInfo;
+
+/* Return: false when @i is out of range. */
+bool policy_rule_info(const Policy *p, size_t i, RuleInfo *ret);
+
+/*
+ * Rules that can never decide: for each rule @rule that an earlier rule @by
+ * always pre-empts (its action covers every action @rule matches and its
+ * subject covers every identity @rule matches), call @cb with the earliest
+ * such @by found. Only certainties are reported: candidates are found through
+ * the policy's indexes, at most @budget of them per index chain and rule,
+ * so a shadowing hidden behind more candidates than that goes unreported.
+ * Rules that match nobody (names that did not resolve) are left out.
+ *
+ * Return: 0, or the first negative value @cb returned.
+ */
+int policy_find_shadowed(const Policy *p, size_t budget, int (*cb)(const Policy *p, size_t rule, size_t by, void *userdata),
+                         void *userdata);
+
 static inline void policy_unrefp(Policy **p) {
         policy_unref(*p);
 }

@@ -22,6 +22,7 @@ folder), CC (default gcc).
 import argparse
 import csv
 import os
+import re
 import resource
 import shutil
 import signal
@@ -59,6 +60,7 @@ T_RELOAD_MAX_MS = 100
 T_HOLD_MB = 48
 T_HOLD_P99_MS = 10
 T_CHECK_VS_LOADGEN = 2.0
+T_LINT_S = 2.0  # issue 12: lint of 100,000 rules
 
 
 def log(msg):
@@ -544,6 +546,11 @@ class Bench:
             r = subprocess.run([self.policy_cost, confs[key], ALLOWED, NOMATCH], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, check=True)
             cost[key] = [float(line.split()[1]) for line in r.stdout.splitlines()]
+        lint_s = {}
+        for key in ("p100k", "p100k-w"):
+            r = subprocess.run([self.policy_cost, "--lint", confs[key]], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, check=True)
+            lint_s[key] = float(re.search(r" in ([0-9.]+) s", r.stdout).group(1))
 
         log("starting the servers")
         srv = {}
@@ -611,7 +618,7 @@ class Bench:
         if hold.get("error"):
             log(f"idle connections on credgated: {hold['error']}")
 
-        self.info.update(cost=cost, check_s=check_s, ready={k: srv[k].ready_s for k in srv}, load_rss=load_rss, mem=mem,
+        self.info.update(cost=cost, lint_s=lint_s, check_s=check_s, ready={k: srv[k].ready_s for k in srv}, load_rss=load_rss, mem=mem,
                          wp=wp, rl=rl, idle_rss=idle_rss, idle_hwm=idle_hwm, idle_split=idle_split, hold=hold,
                          hold_ref=hold_ref,
                          runtime=time.perf_counter() - t_start, targets=targets, policies=policies)
@@ -683,6 +690,9 @@ class Bench:
             self.fig(f"{label}: load time (start to first answer)", ready[key], "s", f"<= {T_LOAD_S} s",
                      ready[key] <= T_LOAD_S)
         self.fig("100,000 rules: credgated -t wall time", i["check_s"]["p100k"], "s", "", None)
+        for key, label in (("p100k", "100,000 rules"), ("p100k-w", "100,000 rules + patterns")):
+            self.fig(f"{label}: lint (shadowed rules, stale ids)", i["lint_s"][key], "s", f"<= {T_LINT_S} s",
+                     i["lint_s"][key] <= T_LINT_S)
         for key, label, *_ in i["policies"]:
             for action, ns in zip((ALLOWED, NOMATCH), i["cost"][key]):
                 self.fig(f"policy_check, {label}, {action}", ns, "ns", "", None, group="cost")

@@ -18,7 +18,9 @@
  *     wherever a rule decides (a drop-in has no default: deny);
  *   - a verdict's rule id is one the text spells, in the action grammar;
  *   - brokers (who may pass descriptors): without a "brokers" key (and
- *     without escapes) exactly uid 0, in the main file and the drop-in.
+ *     without escapes) exactly uid 0, in the main file and the drop-in;
+ *   - lint: a rule reported as never deciding (shadowed by an earlier one)
+ *     decides no probe, and policy_lint() gives warnings only.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -30,6 +32,7 @@
 #include <unistd.h>
 
 #include "action.h"
+#include "lint.h"
 #include "macro.h"
 #include "policy-load.h"
 #include "policy-parse.h"
@@ -107,6 +110,12 @@ static size_t probes(const char *text, char actions[][ACTION_MAX + 1], size_t ma
                 p = q + 1;
         }
         return n;
+}
+
+static int note_shadowed(const Policy *p, size_t rule, size_t by, void *userdata) {
+        check(by < rule && rule < policy_n_rules(p), "rule %zu shadowed by %zu", rule, by);
+        ((bool *) userdata)[rule] = true;
+        return 0;
 }
 
 static void check_verdict(const Verdict *v, const Policy *p, const char *path, size_t n_lines, const char *text) {
@@ -190,6 +199,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         diags_done(&ddiags);
 
+        _cleanup_free_ bool *shadowed = calloc(policy_n_rules(p) + 1, sizeof(bool));
+        check(shadowed, "out of memory");
+        check(policy_find_shadowed(p, LINT_CHAIN_BUDGET, note_shadowed, shadowed) == 0, "find_shadowed");
+        Diags lint = {};
+        check(policy_lint(p, NULL, &lint) == 0 && lint.n_errors == 0, "lint gave errors");
+        diags_done(&lint);
+
         static char actions[ELEMENTSOF(fixed_actions) + MAX_DERIVED][ACTION_MAX + 1];
         size_t n_actions = probes(text, actions, MAX_DERIVED);
         for (size_t i = 0; i < ELEMENTSOF(fixed_actions); i++)
@@ -203,6 +219,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                       v.file == again.file && v.line == again.line,
                               "two answers for '%s'", actions[a]);
                         check(!no_allow || v.decision == DECISION_DENY, "ALLOW '%s' without 'allow'", actions[a]);
+                        check(v.by_default || !shadowed[v.rule], "'%s' uid %u: decided by line %u, which lint says "
+                              "can never decide", actions[a], (unsigned) ids[i].uid, v.line);
                         if (dp) {
                                 Verdict d = policy_check(dp, actions[a], &ids[i]);
                                 check_verdict(&d, dp, text_path, n_lines, text);
