@@ -21,6 +21,13 @@ actions. For every (policy, identity, action) case three answers must agree:
 About a third of the rules carry an id, which eval names after FILE:LINE
 and the model must name too.
 
+Every policy's cases also become a test file for credgate test (issue 12):
+each case expects the model's decision and names the model's deciding rule
+(by id, FILE:LINE or "default"); about one case in eight is given a wrong
+expectation on purpose (the other decision, or another rule). credgate test
+must fail exactly those, at their lines, and pass all others: with the
+three answers above equal, it then agrees with eval and the daemon too.
+
 Half the policies also name brokers (settings.brokers, a random subject);
 each child then ends its connection with a CHECK-PEER without a descriptor,
 which a broker gets ERR bad-peer-fd for and anyone else ERR not-a-broker,
@@ -762,6 +769,58 @@ class Harness:
             self.daemon.stop()
 
 
+TEST_FAIL_RE = re.compile(r"^FAIL (\S+):(\d+): ")
+
+
+def test_file_cases(cases, rules, rng):
+    """The text of a credgate test file for @cases [(uid, gid, groups,
+    action, (decision, by))], and the set of its lines that carry a wrong
+    expectation on purpose."""
+    names = [f"{path}:{line}" for path, line, _ in rules] + ["default"]
+    out, wrong = ["cases = ("], set()
+    for i, (uid, gid, groups, action, (dec, by)) in enumerate(cases):
+        m = re.match(r"^(\S+)(?: \((\S+)\))?$", by)
+        where, rid = m.group(1), m.group(2)
+        rule = rid if rid and rng.random() < 0.5 else where
+        expect = dec.lower()
+        line = len(out) + 1
+        if rng.random() < 0.125:
+            others = [n for n in names if n != where]
+            if rng.random() < 0.5 or not others:
+                expect = "deny" if expect == "allow" else "allow"
+            else:
+                rule = rng.choice(others)
+            wrong.add(line)
+        gids = ", ".join(f'"{g}"' for g in groups)
+        who = f'uid = "{uid}"; gid = "{gid}"; gids = [{gids}];'
+        out.append(f'  {{ {who} action = "{action}"; expect = "{expect}"; rule = "{rule}"; }}'
+                   + ("," if i + 1 < len(cases) else ""))
+    out.append(");")
+    return "\n".join(out) + "\n", wrong
+
+
+def check_credgate_test(h, pol, cases, rng):
+    """Run credgate test on @cases (see test_file_cases()). Return None, or
+    what went wrong with the policy and test file to reproduce it."""
+    text, wrong = test_file_cases(cases, model_rules(pol, h.root), rng)
+    path = os.path.join(h.root, "diff.test")
+    with open(path, "w") as f:
+        f.write(text)
+    cmd = [h.prog, "test", "-c", os.path.join(h.root, "main.conf")]
+    for d in DIRS:
+        cmd += ["--rules-dir", os.path.join(h.root, d)]
+    p = subprocess.run(cmd + [path], env=h.env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=60)
+    failed = {int(m.group(2)) for m in map(TEST_FAIL_RE.match, p.stdout.splitlines()) if m}
+    summary = f"{len(cases) - len(wrong)} passed, {len(wrong)} failed"
+    want_rc = 1 if wrong else 0
+    if failed == wrong and p.returncode == want_rc and p.stdout.endswith(summary + "\n"):
+        return None
+    return (f"credgate test disagrees with the model (and so with eval and the daemon): exit {p.returncode}, "
+            f"wanted {want_rc}; lines failed {sorted(failed)}, wanted {sorted(wrong)}\n"
+            f"stdout:\n{p.stdout}stderr:\n{p.stderr}\n--- test file:\n{text}\n{policy_text(pol, h.root)}")
+
+
 def disagrees(d, e, m):
     return not (d == e[0] == m[0] and e[1] == m[1])
 
@@ -896,7 +955,7 @@ class TestDifferential(unittest.TestCase):
         self.addCleanup(close_workers)
 
         t0 = time.monotonic()
-        cases = identities = 0
+        cases = identities = test_runs = 0
         stats = {"ALLOW": 0, "DENY": 0, "default": 0}
         failure = None
         for n in range(n_policies):
@@ -914,7 +973,9 @@ class TestDifferential(unittest.TestCase):
                 identities += len(workers)
             rules = model_rules(pol, root)
             batches = [gen.actions(rules, ACTIONS_PER_ID) for _ in workers]
+            test_cases = []
             for w, actions, (d, e, m) in zip(workers, batches, h.answers_batch(pol, workers, batches)):
+                test_cases += [(*w.ident, a, m[i]) for i, a in enumerate(actions)]
                 for i, a in enumerate(actions):
                     cases += 1
                     stats[m[i][0]] += 1
@@ -923,10 +984,15 @@ class TestDifferential(unittest.TestCase):
                         failure = (pol, pseed, w.ident, a, n)
             if failure:
                 break
+            test_failure = check_credgate_test(h, pol, test_cases, rng)
+            if test_failure:
+                self.fail(f"seed {seed}, policy #{n}: {test_failure}")
+            test_runs += 1
         close_workers()
         took = time.monotonic() - t0
         note(f"{cases} cases ({n + 1} policies, {identities} identities, {h.reloads} reloads) in {took:.1f} s; "
-             f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default")
+             f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default; "
+             f"credgate test agreed on {test_runs} test files")
 
         if failure:
             pol, pseed, ident, action, n = failure
