@@ -209,8 +209,8 @@ static int parse_effect(const config_setting_t *s, Decision *ret) {
 
 static void load_rule(Loader *l, const config_setting_t *rule) {
         static const char *const subject_keys[] = { "users", "groups", "uids", "gids" };
-        const config_setting_t *action = NULL, *effect = NULL, *anyone = NULL, *id = NULL;
-        const char *id_text = NULL;
+        const config_setting_t *action = NULL, *effect = NULL, *anyone = NULL, *id = NULL, *message = NULL;
+        const char *id_text = NULL, *message_text = NULL;
         int line = line_of(rule), errors = 0, entries = 0;
         Decision eff = DECISION_DENY;
 
@@ -233,11 +233,14 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                         anyone = s, known = true;
                 else if (strcmp(name, "id") == 0)
                         id = s, known = true;
+                else if (strcmp(name, "message") == 0)
+                        message = s, known = true;
                 for (size_t k = 0; k < ELEMENTSOF(subject_keys); k++)
                         known = known || strcmp(name, subject_keys[k]) == 0;
                 if (!known) {
                         diag(l, false, line_of(s),
-                             "unknown key '%s' in rule (expected id, action, effect, users, groups, uids, gids, anyone)",
+                             "unknown key '%s' in rule (expected id, action, effect, users, groups, uids, gids, anyone, "
+                             "message)",
                              name);
                         errors++;
                 }
@@ -247,14 +250,24 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                 diag(l, false, line, "rule has no 'action'");
                 errors++;
         } else {
-                const char *a = config_setting_get_string(action);
+                const char *a = config_setting_get_string(action), *why;
                 if (!a) {
                         diag(l, false, line_of(action), "'action' must be a string");
                         errors++;
-                } else if (!action_valid(a, strlen(a), true)) {
-                        diag(l, false, line_of(action),
-                             "bad action '%s': use 1-255 characters of A-Z a-z 0-9 . _ : / - and '*' as wildcard", a);
+                } else if (policy_action_check(a, &why) < 0) {
+                        diag(l, false, line_of(action), "bad action '%s': %s", a, why);
                         errors++;
+                }
+        }
+        if (message) {
+                message_text = config_setting_get_string(message);
+                if (!policy_message_valid(message_text)) {
+                        diag(l, false, line_of(message),
+                             "bad message: use 1-%d printable ASCII characters (no newline, tab or other control "
+                             "character, nothing beyond ASCII); every local user can read it",
+                             POLICY_MESSAGE_MAX);
+                        errors++;
+                        message_text = NULL;
                 }
         }
         if (id) {
@@ -319,6 +332,7 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                 .n_gids = l->n_gids,
                 .line = (unsigned) (line > 0 ? line : 0),
                 .id = id_text,
+                .message = message_text,
         };
         if (policy_builder_add_rule(l->b, &spec) < 0)
                 diag(l, false, line, "out of memory");

@@ -16,6 +16,11 @@
  * Chains are in ascending rule order, so the first match of each chain is
  * that chain's best candidate and the overall first match is the smallest of
  * them: first-match order stays exact across exact rules and patterns.
+ *
+ * An action with the placeholders {uid} or {gid} is indexed like a pattern,
+ * by its literal text before the first and after the last wildcard or
+ * placeholder, and matched by match_placeholders() against the identity's
+ * own numbers: "org.example.home.{uid}" costs what "org.example.home.*" does.
  */
 #include <errno.h>
 #include <fnmatch.h>
@@ -38,12 +43,19 @@ typedef struct Rule {
         uint32_t file;
         uint32_t line;
         uint32_t id; /* offset into strings, or NONE */
+        uint32_t message; /* offset into strings, or NONE */
+        uint32_t match; /* compiled action with placeholders (PH_UID, PH_GID), or NONE */
         uint8_t effect;
         uint8_t anyone;
         uint8_t pattern; /* 0: exact; PATTERN_PREFIX or PATTERN_SUFFIX: the key it is indexed by */
 } Rule;
 
 enum { PATTERN_PREFIX = 1, PATTERN_SUFFIX = 2 };
+
+/* Placeholders in a compiled action: bytes that no action holds. */
+#define PH_UID '\001'
+#define PH_GID '\002'
+#define WILDCARDS "*\001\002"
 #define LEN_WORDS ((ACTION_MAX + 64) / 64)
 
 typedef struct Slot {
@@ -252,18 +264,78 @@ static int take_id(PolicyBuilder *b, const char *id, size_t len, uint32_t rule) 
         return 0;
 }
 
+bool policy_message_valid(const char *s) {
+        size_t n = s ? strnlen(s, POLICY_MESSAGE_MAX + 1) : 0;
+        if (n == 0 || n > POLICY_MESSAGE_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] > 0x7e)
+                        return false;
+        return true;
+}
+
+/* Compile @s (checked by policy_action_check()) into @out: placeholders to PH_UID and PH_GID. */
+static size_t compile_action(const char *s, char *out) {
+        size_t n = 0;
+        for (size_t i = 0; s[i];) {
+                if (s[i] == '{') {
+                        out[n++] = s[i + 1] == 'u' ? PH_UID : PH_GID;
+                        i += 5;
+                } else
+                        out[n++] = s[i++];
+        }
+        out[n] = '\0';
+        return n;
+}
+
+int policy_action_check(const char *a, const char **ret_why) {
+        size_t len = a ? strnlen(a, ACTION_MAX + 1) : 0;
+        bool placeholders = false;
+        char prev = '\0'; /* the previous token: a character, or 'P' for a placeholder */
+
+        *ret_why = "use 1-255 characters of A-Z a-z 0-9 . _ : / - with '*' as wildcard and {uid} or {gid} as "
+                   "placeholders";
+        if (len == 0 || len > ACTION_MAX)
+                return -EINVAL;
+        for (size_t i = 0; i < len;) {
+                bool ph = a[i] == '{';
+                if (ph && strncmp(a + i, "{uid}", 5) != 0 && strncmp(a + i, "{gid}", 5) != 0) {
+                        *ret_why = "the only placeholders are {uid} and {gid}";
+                        return -EINVAL;
+                }
+                if (!ph && !(action_char_class[(unsigned char) a[i]] & (ACTION_CLASS_CHAR | ACTION_CLASS_STAR)))
+                        return -EINVAL;
+                char c = ph ? 'P' : a[i];
+                bool touches = prev == 'P' ? (c == '*' || c == 'P' || (c >= '0' && c <= '9'))
+                                           : c == 'P' && (prev == '*' || (prev >= '0' && prev <= '9'));
+                if (touches) {
+                        *ret_why = "a placeholder must not touch '*', a digit or another placeholder (where its "
+                                   "number ends would be ambiguous): put a separator such as '.' between them";
+                        return -EINVAL;
+                }
+                placeholders = placeholders || ph;
+                prev = c;
+                i += ph ? 5 : 1;
+        }
+        return placeholders ? 1 : 0;
+}
+
 int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
         Policy *p = b->p;
         size_t len = s->action ? strnlen(s->action, ACTION_MAX + 1) : 0;
         size_t id_len = s->id ? strnlen(s->id, ACTION_MAX + 1) : 0;
-        int r0;
+        size_t msg_len = s->message ? strlen(s->message) : 0;
+        const char *why;
+        int r0, ph = policy_action_check(s->action, &why);
 
-        if (!action_valid(s->action, len, true) || p->n_files == 0 || (s->id && !action_valid(s->id, id_len, false)))
+        if (ph < 0 || p->n_files == 0 || (s->id && !action_valid(s->id, id_len, false)) ||
+            (s->message && !policy_message_valid(s->message)))
                 return -EINVAL;
-        if (p->n_rules >= NONE - 1 || b->n_strings + len + 1 + id_len + 1 > UINT32_MAX)
+        size_t need = len + 1 + (s->id ? id_len + 1 : 0) + (s->message ? msg_len + 1 : 0) + (ph ? len + 1 : 0);
+        if (p->n_rules >= NONE - 1 || b->n_strings + need > UINT32_MAX)
                 return -ENOMEM;
         if (grow((void **) &p->rules, &b->cap_rules, p->n_rules + 1, sizeof(Rule)) < 0 ||
-            grow((void **) &p->strings, &b->cap_strings, b->n_strings + len + 1 + (s->id ? id_len + 1 : 0), 1) < 0)
+            grow((void **) &p->strings, &b->cap_strings, b->n_strings + need, 1) < 0)
                 return -ENOMEM;
         if (s->id && (r0 = take_id(b, s->id, id_len, (uint32_t) p->n_rules)) < 0)
                 return r0;
@@ -277,8 +349,10 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
                 .line = s->line,
                 .effect = s->effect == DECISION_ALLOW,
                 .anyone = s->anyone,
-                .pattern = memchr(s->action, '*', len) != NULL,
+                .pattern = ph || memchr(s->action, '*', len) != NULL,
                 .id = NONE,
+                .message = NONE,
+                .match = NONE,
         };
         if (add_ranges(b, s->uids, s->n_uids, &r->n_uids) < 0 || add_ranges(b, s->gids, s->n_gids, &r->n_gids) < 0)
                 return -ENOMEM;
@@ -288,6 +362,15 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
                 r->id = (uint32_t) b->n_strings;
                 memcpy(p->strings + b->n_strings, s->id, id_len + 1);
                 b->n_strings += id_len + 1;
+        }
+        if (s->message) {
+                r->message = (uint32_t) b->n_strings;
+                memcpy(p->strings + b->n_strings, s->message, msg_len + 1);
+                b->n_strings += msg_len + 1;
+        }
+        if (ph) {
+                r->match = (uint32_t) b->n_strings;
+                b->n_strings += compile_action(s->action, p->strings + b->n_strings) + 1;
         }
         p->n_rules++;
         return 0;
@@ -338,8 +421,10 @@ int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
                 Rule *r = &p->rules[i];
                 if (!r->pattern)
                         continue;
-                const char *a = p->strings + r->action;
-                size_t pre = strcspn(a, "*"), suf = strlen(a) - (size_t) (strrchr(a, '*') - a) - 1;
+                const char *a = p->strings + (r->match != NONE ? r->match : r->action);
+                size_t n = strlen(a), pre = strcspn(a, WILDCARDS), suf = 0;
+                while (suf < n && !strchr(WILDCARDS, a[n - 1 - suf]))
+                        suf++;
                 r->pattern = suf > pre ? PATTERN_SUFFIX : PATTERN_PREFIX;
                 n_pre += r->pattern == PATTERN_PREFIX;
                 n_suf += r->pattern == PATTERN_SUFFIX;
@@ -351,19 +436,22 @@ int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
         /* Walk backwards and push to the front: every chain ends up ascending. */
         for (size_t i = p->n_rules; i-- > 0;) {
                 Rule *r = &p->rules[i];
-                const char *a = p->strings + r->action;
-                uint32_t key = r->action, len;
+                uint32_t base = r->match != NONE ? r->match : r->action;
+                const char *a = p->strings + base;
+                uint32_t key = base, len;
                 Index *x = &p->exact;
                 uint64_t *lens = NULL;
 
                 if (r->pattern == PATTERN_PREFIX) {
-                        len = (uint32_t) strcspn(a, "*");
+                        len = (uint32_t) strcspn(a, WILDCARDS);
                         x = &p->prefix;
                         lens = p->prefix_lens;
                 } else if (r->pattern == PATTERN_SUFFIX) {
-                        const char *suffix = strrchr(a, '*') + 1;
-                        len = (uint32_t) strlen(suffix);
-                        key = r->action + (uint32_t) (suffix - a);
+                        size_t n = strlen(a), suf = 0;
+                        while (suf < n && !strchr(WILDCARDS, a[n - 1 - suf]))
+                                suf++;
+                        len = (uint32_t) suf;
+                        key = base + (uint32_t) (n - suf);
                         x = &p->suffix;
                         lens = p->suffix_lens;
                 } else
@@ -425,11 +513,62 @@ static bool subject_matches(const Policy *p, const Rule *r, const PeerCreds *id)
         return false;
 }
 
+static bool holds_gid(const PeerCreds *id, uint32_t gid) {
+        if (id->gid == gid)
+                return true;
+        for (size_t i = 0; i < id->n_groups; i++)
+                if (id->groups[i] == gid)
+                        return true;
+        return false;
+}
+
+/*
+ * Does the compiled action @m ('*', PH_UID, PH_GID and literal characters)
+ * match @s for @id? A placeholder takes the whole run of digits at its place
+ * (it never touches a digit in the pattern, so a shorter run could not
+ * match), written as the number is: no sign, no leading zero.
+ */
+static bool match_placeholders(const char *m, const char *s, const PeerCreds *id) {
+        for (;;) {
+                switch (*m) {
+                case '\0':
+                        return *s == '\0';
+                case '*':
+                        while (*m == '*')
+                                m++;
+                        if (*m == '\0')
+                                return true;
+                        for (; *s; s++)
+                                if (match_placeholders(m, s, id))
+                                        return true;
+                        return false;
+                case PH_UID:
+                case PH_GID: {
+                        uint64_t v = 0;
+                        size_t n = 0;
+                        while (s[n] >= '0' && s[n] <= '9' && n < 11)
+                                v = v * 10 + (uint64_t) (s[n++] - '0');
+                        if (n == 0 || n > 10 || (n > 1 && s[0] == '0') || v > UINT32_MAX - 1)
+                                return false;
+                        if (*m == PH_UID ? v != id->uid : !holds_gid(id, (uint32_t) v))
+                                return false;
+                        m++;
+                        s += n;
+                        break;
+                }
+                default:
+                        if (*m++ != *s++)
+                                return false;
+                }
+        }
+}
+
 /* First rule of chain @head, before @best, that matches @action and @id. */
 static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id) {
         for (uint32_t i = head; i != NONE && i < best; i = p->rules[i].next) {
                 const Rule *r = &p->rules[i];
-                if (r->pattern && fnmatch(p->strings + r->action, action, 0) != 0)
+                if (r->pattern && (r->match != NONE ? !match_placeholders(p->strings + r->match, action, id)
+                                                    : fnmatch(p->strings + r->action, action, 0) != 0))
                         continue;
                 if (subject_matches(p, r, id))
                         return i;
@@ -483,6 +622,7 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
         v.file = p->files[r->file];
         v.line = r->line;
         v.id = r->id != NONE ? p->strings + r->id : NULL;
+        v.message = r->message != NONE ? p->strings + r->message : NULL;
         v.rule = best;
         return v;
 }
@@ -529,7 +669,9 @@ bool policy_rule_info(const Policy *p, size_t i, RuleInfo *ret) {
                 .file = p->files[r->file],
                 .line = r->line,
                 .id = r->id != NONE ? p->strings + r->id : NULL,
+                .message = r->message != NONE ? p->strings + r->message : NULL,
                 .action = p->strings + r->action,
+                .placeholders = r->match != NONE,
                 .effect = r->effect ? DECISION_ALLOW : DECISION_DENY,
                 .anyone = r->anyone,
                 .uids = uids,
@@ -580,7 +722,8 @@ static bool subject_covers(const Policy *p, const Rule *a, const Rule *b) {
 static uint32_t chain_cover(const Policy *p, uint32_t head, uint32_t best, uint32_t j, const char *probe, size_t budget) {
         for (uint32_t i = head; i != NONE && i < best && i < j && budget > 0; i = p->rules[i].next, budget--) {
                 const Rule *r = &p->rules[i];
-                if (r->pattern && fnmatch(p->strings + r->action, probe, 0) != 0)
+                /* A placeholder rule's actions depend on who asks: never counted as covering. */
+                if (r->match != NONE || (r->pattern && fnmatch(p->strings + r->action, probe, 0) != 0))
                         continue;
                 if (subject_covers(p, r, &p->rules[j]))
                         return i;
@@ -596,15 +739,16 @@ int policy_find_shadowed(const Policy *p, size_t budget, int (*cb)(const Policy 
 
         for (size_t j = 0; p && j < p->n_rules; j++) {
                 const Rule *r = &p->rules[j];
-                uint32_t best = NONE;
-                size_t len = strlen(p->strings + r->action);
+                uint32_t best = NONE, base = r->match != NONE ? r->match : r->action;
+                size_t len = strlen(p->strings + base);
 
                 if (!r->anyone && r->n_uids + r->n_gids == 0)
                         continue;
+                /* A placeholder stands for some digits: as far as covering goes, a '*'. */
                 pre[0] = 0;
                 for (size_t k = 0; k < len; k++) {
-                        char c = p->strings[r->action + k];
-                        probe[k] = c == '*' ? '\001' : c;
+                        char c = p->strings[base + k];
+                        probe[k] = strchr(WILDCARDS, c) ? '\001' : c;
                         pre[k + 1] = hash_step(pre[k], (unsigned char) probe[k]);
                 }
                 probe[len] = '\0';

@@ -33,7 +33,25 @@ typedef struct RuleSpec {
         size_t n_gids;
         unsigned line; /* the rule's line in its file */
         const char *id; /* optional name, unique in the policy (action grammar, no '*'); NULL for none */
+        const char *message; /* optional text for EXPLAIN (policy_message_valid()); NULL for none */
 } RuleSpec;
+
+#define POLICY_MESSAGE_MAX 200
+
+/* Is @s a rule message: 1..POLICY_MESSAGE_MAX bytes of printable ASCII (0x20..0x7e)? */
+bool policy_message_valid(const char *s);
+
+/*
+ * Check the action pattern of a rule: 1..ACTION_MAX characters of the
+ * action grammar, '*' wildcards, and the placeholders {uid} (the decimal uid
+ * of the identity judged) and {gid} (any gid it holds). A placeholder must
+ * not touch '*', a digit or another placeholder, so that where its number
+ * ends is never in doubt.
+ *
+ * Return: 0 (no placeholder), 1 (placeholders), or -EINVAL with a reason in
+ * *ret_why (static text).
+ */
+int policy_action_check(const char *action, const char **ret_why);
 
 /* Where a decision came from: a rule (file, line, id) or the default. */
 typedef struct Verdict {
@@ -42,6 +60,7 @@ typedef struct Verdict {
         const char *file; /* valid while the Policy lives; NULL by default */
         unsigned line;
         const char *id; /* the rule's id, valid while the Policy lives; NULL when it has none */
+        const char *message; /* the rule's message, valid while the Policy lives; NULL when it has none */
         uint32_t rule; /* the deciding rule's index (see policy_rule()); meaningful only when file is set */
 } Verdict;
 
@@ -113,7 +132,9 @@ typedef struct RuleInfo {
         const char *file;
         unsigned line;
         const char *id; /* NULL when it has none */
-        const char *action;
+        const char *message; /* NULL when it has none */
+        const char *action; /* as written, placeholders included */
+        bool placeholders; /* the action has {uid} or {gid} */
         Decision effect;
         bool anyone;
         const IdRange *uids, *gids; /* sorted, merged ranges */

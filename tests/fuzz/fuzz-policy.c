@@ -20,7 +20,9 @@
  *   - brokers (who may pass descriptors): without a "brokers" key (and
  *     without escapes) exactly uid 0, in the main file and the drop-in;
  *   - lint: a rule reported as never deciding (shadowed by an earlier one)
- *     decides no probe, and policy_lint() gives warnings only.
+ *     decides no probe, and policy_lint() gives warnings only;
+ *   - a verdict's message is printable ASCII, 1..200 bytes (it goes into
+ *     EXPLAIN replies verbatim).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -98,7 +100,13 @@ static size_t probes(const char *text, char actions[][ACTION_MAX + 1], size_t ma
                 for (int variant = 0; variant < 2; variant++) {
                         size_t k = 0;
                         for (const char *s = p + 1; s < q && k < ACTION_MAX; s++) {
-                                if (*s != '*')
+                                /* A placeholder becomes uid/gid 1000 (ids[1]): probes for owner-scoped rules. */
+                                if ((size_t) (q - s) >= 5 && (strncmp(s, "{uid}", 5) == 0 || strncmp(s, "{gid}", 5) == 0) &&
+                                    k + 4 <= ACTION_MAX) {
+                                        memcpy(actions[n] + k, "1000", 4);
+                                        k += 4;
+                                        s += 4;
+                                } else if (*s != '*')
                                         actions[n][k++] = *s;
                                 else if (variant == 1)
                                         actions[n][k++] = 'x';
@@ -131,6 +139,8 @@ static void check_verdict(const Verdict *v, const Policy *p, const char *path, s
                       "rule id '%s' not in the text", v->id);
                 check(v->file && strcmp(v->file, path) == 0, "rule from '%s'", v->file ? v->file : "(null)");
                 check(v->line >= 1 && v->line <= n_lines, "rule line %u of %zu", v->line, n_lines);
+                check(!v->message || policy_message_valid(v->message), "message '%s' not printable ASCII",
+                      v->message);
         }
 }
 

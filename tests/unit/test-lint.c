@@ -282,6 +282,12 @@ START_TEST(test_subject_cover_cases) {
                 { ANY("*ab*"), ANY("*a*b*"), false },
                 { ANY("a*"), ANY("ab"), true },
                 { ANY("ab"), ANY("a*"), false },
+                /* placeholders: covered as a '*' would be, never counted as covering */
+                { ANY("a.*"), ANY("a.{uid}"), true },
+                { ANY("*"), ANY("{gid}.b"), true },
+                { ANY("a.{uid}"), ANY("a.{uid}"), false },
+                { ANY("a.{uid}"), ANY("a.5"), false },
+                { ANY("a.b*"), ANY("a.{uid}"), false },
 #undef ANY
 #undef U
         };

@@ -677,6 +677,91 @@ START_TEST(test_verdict_names_the_rule) {
 }
 END_TEST
 
+START_TEST(test_messages) {
+        char long_msg[POLICY_MESSAGE_MAX + 2];
+        memset(long_msg, 'm', sizeof(long_msg) - 1);
+        long_msg[POLICY_MESSAGE_MAX] = '\0';
+        load("rules = (\n"
+             "  { id = \"no-bob\"; action = \"a\"; effect = \"deny\"; uids = [\"1\"]; message = \"Ask #ops; \\\"not\\\" me -- ok\"; },\n"
+             "  { action = \"b\"; effect = \"allow\"; anyone = true; message = \"%s\"; },\n"
+             "  { action = \"c\"; effect = \"allow\"; anyone = true; }\n"
+             ");\n",
+             long_msg);
+        assert_loaded(0);
+        PeerCreds c = CREDS(1, 1);
+        Verdict v = policy_check(L.policy, "a", &c);
+        ck_assert_str_eq(v.message, "Ask #ops; \"not\" me -- ok");
+        ck_assert_str_eq(v.id, "no-bob");
+        ck_assert_str_eq(policy_check(L.policy, "b", &c).message, long_msg);
+        ck_assert_ptr_null(policy_check(L.policy, "c", &c).message);
+        ck_assert_ptr_null(policy_check(L.policy, "d", &c).message);
+        RuleInfo ri;
+        ck_assert(policy_rule_info(L.policy, 0, &ri));
+        ck_assert_str_eq(ri.message, v.message);
+
+        long_msg[POLICY_MESSAGE_MAX] = 'm';
+        load("rules = (\n"
+             "  { action = \"a\"; effect = \"deny\"; anyone = true; message = \"\"; },\n"
+             "  { action = \"b\"; effect = \"deny\"; anyone = true; message = \"%s\"; },\n"
+             "  { action = \"c\"; effect = \"deny\"; anyone = true; message = \"tab\\there\"; },\n"
+             "  { action = \"d\"; effect = \"deny\"; anyone = true; message = \"caf\xc3\xa9\"; },\n"
+             "  { action = \"e\"; effect = \"deny\"; anyone = true; message = 5; },\n"
+             "  { action = \"f\"; effect = \"deny\"; anyone = true; message = \"line\\nbreak\"; }\n"
+             ");\n",
+             long_msg);
+        assert_refused(6);
+        for (unsigned line = 2; line <= 7; line++)
+                assert_error(line, "bad message: use 1-200 printable ASCII characters");
+}
+END_TEST
+
+START_TEST(test_placeholder_errors) {
+        load("rules = (\n"
+             "  { action = \"a.*{uid}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{gid}*\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{uid}{gid}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{uid}0\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.9{gid}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{user}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{UID}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{uid\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.uid}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { id = \"x{uid}\"; action = \"a\"; effect = \"allow\"; anyone = true; }\n"
+             ");\n");
+        assert_refused(10);
+        for (unsigned line = 2; line <= 6; line++)
+                assert_error(line, "a placeholder must not touch '*', a digit or another placeholder");
+        for (unsigned line = 7; line <= 9; line++)
+                assert_error(line, "the only placeholders are {uid} and {gid}");
+        assert_error(10, "bad action 'a.uid}'");
+        assert_error(11, "bad rule id 'x{uid}'");
+
+        /* Each placeholder between separators, at either end, next to a '*' elsewhere: fine. */
+        load("rules = (\n"
+             "  { action = \"{uid}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"{uid}.a.{gid}\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"a.{uid}.*\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"*-{gid}.b\"; effect = \"allow\"; anyone = true; },\n"
+             "  { action = \"x{uid}y{uid}z\"; effect = \"allow\"; anyone = true; }\n"
+             ");\n");
+        assert_loaded(0);
+        expect("7", CREDS(7, 7), ALLOW, 2);
+        expect("7.a.9", CREDS_G(7, 7, 9), ALLOW, 3);
+        expect("7.a.9", CREDS(7, 7), DENY, 0);
+        expect("a.7.q.r", CREDS(7, 7), ALLOW, 4);
+        expect("a.7.", CREDS(7, 7), ALLOW, 4);
+        expect("a.8.q", CREDS(7, 7), DENY, 0);
+        expect("zz-5.b", CREDS_G(1, 1, 5), ALLOW, 5);
+        expect("zz-5.b", CREDS_G(1, 1, 6), DENY, 0);
+        expect("x3y3z", CREDS(3, 3), ALLOW, 6);
+        expect("x3y4z", CREDS(3, 4), DENY, 0);
+        RuleInfo ri;
+        ck_assert(policy_rule_info(L.policy, 4, &ri));
+        ck_assert_str_eq(ri.action, "x{uid}y{uid}z");
+        ck_assert(ri.placeholders);
+}
+END_TEST
+
 START_TEST(test_invalid_action_denied) {
         _cleanup_free_ char *a255 = repeat('a', 255);
         _cleanup_free_ char *a256 = repeat('a', 256);
@@ -1260,6 +1345,7 @@ typedef struct GenRule {
 
 static uint64_t rng;
 static uint32_t n_services; /* exact actions are org.svcS.opO, S < n_services, O < 50 */
+static bool gen_placeholders; /* some patterns use {uid} and {gid}, and so do some queries */
 
 static uint32_t rnd(uint32_t n) {
         rng ^= rng >> 12;
@@ -1314,16 +1400,42 @@ static void gen_rule(GenRule *r, bool pattern) {
                 case 32 ... 34:
                         snprintf(r->action, sizeof(r->action), "*op%u*", rnd(50));
                         break;
-                case 35 ... 37: /* a suffix longer than the prefix: indexed by the suffix */
+                case 35: /* a suffix longer than the prefix: indexed by the suffix */
                         snprintf(r->action, sizeof(r->action), "o*.op%u.x", rnd(55));
                         break;
                 case 38:
                         snprintf(r->action, sizeof(r->action), "org.*");
                         wide = true;
                         break;
-                default:
-                        snprintf(r->action, sizeof(r->action), "*");
-                        wide = true;
+                case 36 ... 37:
+                        if (!gen_placeholders) { /* a suffix longer than the prefix: indexed by the suffix */
+                                snprintf(r->action, sizeof(r->action), "o*.op%u.x", rnd(55));
+                                break;
+                        }
+                        /* fall through */
+                case 39:
+                        if (gen_placeholders)
+                                switch (rnd(5)) { /* owner-scoped actions */
+                                case 0:
+                                        snprintf(r->action, sizeof(r->action), "org.svc%u.home.{uid}", rnd(n_services));
+                                        break;
+                                case 1:
+                                        snprintf(r->action, sizeof(r->action), "org.svc%u.{gid}.op%u", rnd(n_services),
+                                                 rnd(50));
+                                        break;
+                                case 2:
+                                        snprintf(r->action, sizeof(r->action), "*.grp.{gid}");
+                                        break;
+                                case 3:
+                                        snprintf(r->action, sizeof(r->action), "org.svc%u.{uid}.*", rnd(n_services));
+                                        break;
+                                default:
+                                        snprintf(r->action, sizeof(r->action), "org.{uid}.home.{uid}");
+                                        break;
+                                }
+                        else
+                                snprintf(r->action, sizeof(r->action), "*");
+                        wide = !gen_placeholders;
                         break;
                 }
         r->effect = rnd(2) ? ALLOW : DENY;
@@ -1357,13 +1469,41 @@ static bool in_ranges(const IdRange *r, size_t n, uint32_t id) {
         return false;
 }
 
+/* Write @pattern with each {uid} as @uid and each {gid} as @gid. */
+static void render(const char *pattern, uint32_t uid, uint32_t gid, char *out, size_t size) {
+        size_t n = 0;
+        for (const char *p = pattern; *p && n + 12 < size;) {
+                if (strncmp(p, "{uid}", 5) == 0 || strncmp(p, "{gid}", 5) == 0) {
+                        n += (size_t) snprintf(out + n, size - n, "%u", p[1] == 'u' ? uid : gid);
+                        p += 5;
+                } else
+                        out[n++] = *p++;
+        }
+        out[n] = '\0';
+}
+
+/* docs/policy.md: {uid} is the identity's uid, {gid} any gid it holds; the
+ * generated patterns have at most one kind of placeholder. */
+static bool rule_action_matches(const char *pattern, const char *action, const PeerCreds *c) {
+        char buf[96];
+        if (strstr(pattern, "{gid}")) {
+                for (size_t k = 0; k <= c->n_groups; k++) {
+                        render(pattern, c->uid, k == 0 ? c->gid : c->groups[k - 1], buf, sizeof(buf));
+                        if (fnmatch(buf, action, 0) == 0)
+                                return true;
+                }
+                return false;
+        }
+        render(pattern, c->uid, 0, buf, sizeof(buf));
+        return strchr(buf, '*') ? fnmatch(buf, action, 0) == 0 : strcmp(buf, action) == 0;
+}
+
 /* The specification, literally: the first rule in order that matches decides. Return: its index or -1. */
 static long brute_first_match(const GenRule *v, size_t n, const char *action, const PeerCreds *c) {
         for (size_t i = 0; i < n; i++) {
                 const GenRule *r = &v[i];
-                bool pattern = strchr(r->action, '*') != NULL;
 
-                if (pattern ? fnmatch(r->action, action, 0) != 0 : strcmp(r->action, action) != 0)
+                if (!rule_action_matches(r->action, action, c))
                         continue;
                 if (r->anyone || in_ranges(r->uids, r->n_uids, c->uid) || in_ranges(r->gids, r->n_gids, c->gid))
                         return (long) i;
@@ -1401,6 +1541,28 @@ static void gen_query(char *action, size_t size, PeerCreds *c, gid_t *groups) {
                 groups[at] = g;
                 c->n_groups++;
         }
+        if (!gen_placeholders || rnd(5) != 0)
+                return;
+        /* An owner-scoped action: the identity's own number, another one, or one next to it. */
+        uint32_t own = rnd(2) ? c->uid : c->n_groups > 0 && rnd(2) ? c->groups[rnd((uint32_t) c->n_groups)] : c->gid;
+        uint32_t num = rnd(4) == 0 ? gen_id() : rnd(6) == 0 ? own + 1 : own;
+        switch (rnd(5)) {
+        case 0:
+                snprintf(action, size, "org.svc%u.home.%u", rnd(n_services), num);
+                break;
+        case 1:
+                snprintf(action, size, "org.svc%u.%u.op%u", rnd(n_services), num, rnd(50));
+                break;
+        case 2:
+                snprintf(action, size, "x.grp.%u", num);
+                break;
+        case 3:
+                snprintf(action, size, "org.svc%u.%u.%s", rnd(n_services), num, rnd(2) ? "op1" : "");
+                break;
+        default:
+                snprintf(action, size, "org.%u.home.%u", own, num);
+                break;
+        }
 }
 
 /*
@@ -1410,7 +1572,7 @@ static void gen_query(char *action, size_t size, PeerCreds *c, gid_t *groups) {
  */
 static void compare_with_brute_force(const Policy *p, const char *file, const GenRule *v, size_t n,
                                      unsigned line_of_first, size_t n_queries) {
-        size_t by_exact = 0, by_pattern = 0, by_default = 0;
+        size_t by_exact = 0, by_pattern = 0, by_default = 0, by_placeholder = 0;
 
         for (size_t q = 0; q < n_queries; q++) {
                 char action[64];
@@ -1435,11 +1597,15 @@ static void compare_with_brute_force(const Policy *p, const char *file, const Ge
                         "query %zu '%s' uid %u gid %u (%zu groups): want rule %ld ('%s', line %u), got %s line %u", q,
                         action, c.uid, c.gid, c.n_groups, want, r->action, line_of_first + (unsigned) want,
                         got.by_default ? "default" : "rule", got.line);
-                if (strchr(r->action, '*'))
+                if (strchr(r->action, '{'))
+                        by_placeholder++;
+                else if (strchr(r->action, '*'))
                         by_pattern++;
                 else
                         by_exact++;
         }
+        ck_assert_msg(!gen_placeholders || by_placeholder >= n_queries / 100, "%zu decided by placeholder rules",
+                      by_placeholder);
         /* A comparison that never exercises one path proves nothing about it. */
         ck_assert_msg(by_exact >= n_queries / 10 && by_pattern >= n_queries / 10 && by_default >= n_queries / 10,
                       "unbalanced queries: %zu by exact rules, %zu by patterns, %zu by default", by_exact, by_pattern,
@@ -1474,6 +1640,33 @@ START_TEST(test_index_large_builder_policy) {
         ck_assert_int_eq(policy_builder_finish(b, &L.policy), 0);
         ck_assert_uint_eq(policy_n_rules(L.policy), n);
         compare_with_brute_force(L.policy, file, v, n, 1, 3000);
+}
+END_TEST
+
+/* The same with owner-scoped patterns ({uid}, {gid}) among the others, and queries aimed at them. */
+START_TEST(test_index_placeholders) {
+        const size_t n = 20000 + 500;
+        const char *file = "/etc/credgate/generated.conf";
+        PolicyBuilder *b = policy_builder_new();
+        _cleanup_free_ GenRule *v = NULL;
+        size_t n_ph = 0;
+
+        rng = 0x243f6a8885a308d3u;
+        n_services = 20;
+        gen_placeholders = true;
+        v = gen_rules(n, 500);
+        ck_assert_int_eq(policy_builder_add_file(b, file), 0);
+        for (size_t i = 0; i < n; i++) {
+                RuleSpec spec = { .action = v[i].action, .effect = v[i].effect, .anyone = v[i].anyone,
+                                  .uids = v[i].uids, .n_uids = v[i].n_uids, .gids = v[i].gids,
+                                  .n_gids = v[i].n_gids, .line = (unsigned) i + 1 };
+                n_ph += strchr(v[i].action, '{') != NULL;
+                ck_assert_int_eq(policy_builder_add_rule(b, &spec), 0);
+        }
+        ck_assert_uint_ge(n_ph, 5);
+        ck_assert_int_eq(policy_builder_finish(b, &L.policy), 0);
+        compare_with_brute_force(L.policy, file, v, n, 1, 6000);
+        gen_placeholders = false;
 }
 END_TEST
 
@@ -1624,6 +1817,8 @@ static Suite *policy_suite(void) {
         tcase_add_test(tc, test_anyone_matches_everyone);
         tcase_add_test(tc, test_verdict_names_the_rule);
         tcase_add_test(tc, test_invalid_action_denied);
+        tcase_add_test(tc, test_messages);
+        tcase_add_test(tc, test_placeholder_errors);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("patterns");
@@ -1681,6 +1876,7 @@ static Suite *policy_suite(void) {
         /* the brute-force loop is slow under sanitizers */
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_index_large_builder_policy);
+        tcase_add_test(tc, test_index_placeholders);
         tcase_add_test(tc, test_index_generated_file);
         suite_add_tcase(s, tc);
 
