@@ -278,25 +278,52 @@ static int split_groups(const char *list, char **ret_buf, const char ***ret_item
 /* check */
 
 static void help_check(void) {
-        printf("Usage: credgate [--socket PATH] check [-q] ACTION...\n"
+        printf("Usage: credgate [--socket PATH] check [-q|-v] ACTION...\n"
                "Ask credgated whether this process may perform each ACTION.\n\n"
                "  -q, --quiet   print nothing; only the exit status tells\n"
+               "  -v, --verbose say which rule decided, and its message (EXPLAIN)\n"
                "  -h, --help    show this help\n\n"
-               "Prints 'ALLOW ACTION' or 'DENY ACTION' for each ACTION.\n"
+               "Prints 'ALLOW ACTION' or 'DENY ACTION' for each ACTION; with -v\n"
+               "'DENY ACTION by RULE: MESSAGE', RULE being the rule's id, FILE:LINE or default.\n"
                "Exit status: 0 when every ACTION is allowed, 1 when any is denied, 2 on error.\n");
 }
 
+/* check -v: one EXPLAIN per action; all answers are in before anything is printed. */
+static int check_explained(credgate *c, const char *const *actions, size_t n) {
+        _cleanup_free_ credgate_explanation *e = calloc(n, sizeof(credgate_explanation));
+        bool denied = false;
+        int r = e ? 0 : -ENOMEM;
+
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = credgate_explain(c, actions[i], &e[i]);
+        credgate_close(c);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                bool allow = e[i].decision == CREDGATE_ALLOW;
+                const char *ref = e[i].ref;
+                denied = denied || !allow;
+                printf("%s %s by %s%s%s\n", allow ? "ALLOW" : "DENY", actions[i],
+                       strncmp(ref, "id:", 3) == 0 ? ref + 3 : ref, e[i].message ? ": " : "",
+                       e[i].message ? e[i].message : "");
+        }
+        for (size_t i = 0; e && i < n; i++)
+                credgate_explanation_clear(&e[i]);
+        if (r < 0)
+                return fail("check: %s", credgate_strerror(r));
+        return finish_output(denied ? EXIT_DENY : EXIT_ALLOW);
+}
+
 static int cmd_check(const Context *ctx, const Command *cmd, int argc, char **argv) {
-        static const char optstring[] = ":qh";
+        static const char optstring[] = ":qvh";
         static const struct option opts[] = {
                 { "quiet", no_argument, NULL, 'q' },
+                { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_free_ credgate_decision *d = NULL;
         const char *const *actions;
         credgate *c = NULL;
-        bool quiet = false, denied = false;
+        bool quiet = false, verbose = false, denied = false;
         size_t n;
         int opt, r;
 
@@ -304,6 +331,9 @@ static int cmd_check(const Context *ctx, const Command *cmd, int argc, char **ar
                 switch (opt) {
                 case 'q':
                         quiet = true;
+                        break;
+                case 'v':
+                        verbose = true;
                         break;
                 case 'h':
                         help_check();
@@ -322,11 +352,15 @@ static int cmd_check(const Context *ctx, const Command *cmd, int argc, char **ar
                 if (!action_valid(actions[i], strnlen(actions[i], ACTION_MAX + 1), false))
                         return fail("bad action '%s': use 1-%d characters of A-Z a-z 0-9 . _ : / -", actions[i],
                                     ACTION_MAX);
+        if (quiet && verbose)
+                return usage_error(cmd, "-q and -v exclude each other");
         if (!(d = calloc(n, sizeof(*d))))
                 return fail("%s", strerror(ENOMEM));
 
         if ((r = open_daemon(ctx, &c)) != 0)
                 return r;
+        if (verbose)
+                return check_explained(c, actions, n);
         /* One connection, pipelined; bounded batches keep each call's buffer and time limit modest. */
         for (size_t i = 0; i < n && r >= 0; i += CHECK_BATCH) {
                 size_t k = n - i < CHECK_BATCH ? n - i : CHECK_BATCH;
@@ -688,8 +722,8 @@ static int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **arg
                 if (v.by_default)
                         printf("%s %s by default\n", what, argv[i]);
                 else if (v.file)
-                        printf("%s %s by %s:%u%s%s%s\n", what, argv[i], v.file, v.line, v.id ? " (" : "",
-                               v.id ? v.id : "", v.id ? ")" : "");
+                        printf("%s %s by %s:%u%s%s%s%s%s\n", what, argv[i], v.file, v.line, v.id ? " (" : "",
+                               v.id ? v.id : "", v.id ? ")" : "", v.message ? ": " : "", v.message ? v.message : "");
                 else /* neither a rule nor the default: policy_check() refused the request */
                         return fail("cannot evaluate '%s'", argv[i]);
         }

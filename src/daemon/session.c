@@ -48,7 +48,8 @@ const char *proto_error_name(ProtoError e) {
 }
 
 ProtoError proto_parse(char *line, size_t len, Request *ret) {
-        static const unsigned n_args_of[] = { [REQ_CHECK] = 1, [REQ_CHECK_PEER] = 1, [REQ_PING] = 0, [REQ_WHOAMI] = 0 };
+        static const unsigned n_args_of[] = { [REQ_CHECK] = 1,   [REQ_CHECK_PEER] = 1,   [REQ_PING] = 0,
+                                              [REQ_WHOAMI] = 0,  [REQ_EXPLAIN] = 1,      [REQ_EXPLAIN_PEER] = 1 };
         char *args[2] = {};
         unsigned n_args = 0;
         size_t verb_len = len;
@@ -85,8 +86,14 @@ ProtoError proto_parse(char *line, size_t len, Request *ret) {
         case 6:
                 v = memcmp(line, "WHOAMI", 6) == 0 ? REQ_WHOAMI : -1;
                 break;
+        case 7:
+                v = memcmp(line, "EXPLAIN", 7) == 0 ? REQ_EXPLAIN : -1;
+                break;
         case 10:
                 v = memcmp(line, "CHECK-PEER", 10) == 0 ? REQ_CHECK_PEER : -1;
+                break;
+        case 12:
+                v = memcmp(line, "EXPLAIN-PEER", 12) == 0 ? REQ_EXPLAIN_PEER : -1;
                 break;
         }
         if (v < 0)
@@ -234,27 +241,83 @@ static int take_line_fd(Session *s, uint64_t end) {
         return fd;
 }
 
-static int reply_verdict(Session *s, Stats *stats, Verdict v) {
-        if (v.decision == DECISION_ALLOW) {
-                stats->allowed++;
-                return out_add(s, "ALLOW\n", 6);
+size_t proto_ref(const Verdict *v, char *buf, size_t size) {
+        static const char hex[] = "0123456789ABCDEF";
+        size_t n = 0;
+
+        if (!v->file)
+                return (size_t) snprintf(buf, size, "default") < size ? 7 : 0;
+        if (v->id) {
+                int k = snprintf(buf, size, "id:%s", v->id);
+                return k > 0 && (size_t) k < size ? (size_t) k : 0;
         }
-        stats->denied++;
+        bool confusable = strncmp(v->file, "id:", 3) == 0 || strcmp(v->file, "default") == 0;
+        for (const char *f = v->file; *f; f++) {
+                unsigned char c = (unsigned char) *f;
+                bool escape = c < 0x21 || c > 0x7e || c == '%' || (f == v->file && confusable);
+                if (n + 4 > size)
+                        return 0;
+                if (escape) {
+                        buf[n++] = '%';
+                        buf[n++] = hex[c >> 4];
+                        buf[n++] = hex[c & 15];
+                } else
+                        buf[n++] = (char) c;
+        }
+        int k = snprintf(buf + n, size - n, ":%u", v->line);
+        return k > 0 && (size_t) k < size - n ? n + (size_t) k : 0;
+}
+
+/* "ALLOW <ref>[ -- <message>]\n": see docs/protocol.md, EXPLAIN. */
+static int reply_explain(Session *s, const Verdict *v) {
+        /* A policy file's path is at most PATH_MAX bytes, three each when escaped. */
+        char ref[3 * 4096 + 16];
+        size_t n = proto_ref(v, ref, sizeof(ref));
+        size_t m = v->message ? strlen(v->message) : 0;
+        const char *word = v->decision == DECISION_ALLOW ? "ALLOW " : "DENY ";
+
+        if (n == 0) {
+                strcpy(ref, "default"); /* cannot happen for a path the loader opened */
+                n = 7;
+        }
+        if (out_reserve(s, 6 + n + 4 + m + 1) < 0)
+                return -ENOMEM;
+        char *p = s->out + s->n_out;
+        p = mempcpy(p, word, strlen(word));
+        p = mempcpy(p, ref, n);
+        if (m > 0) {
+                p = mempcpy(p, " -- ", 4);
+                p = mempcpy(p, v->message, m);
+        }
+        *p++ = '\n';
+        s->n_out = (size_t) (p - s->out);
+        return 0;
+}
+
+static int reply_verdict(Session *s, Stats *stats, const Verdict *v, bool explain) {
+        if (v->decision == DECISION_ALLOW)
+                stats->allowed++;
+        else
+                stats->denied++;
+        if (explain)
+                return reply_explain(s, v);
+        if (v->decision == DECISION_ALLOW)
+                return out_add(s, "ALLOW\n", 6);
         return out_add(s, "DENY\n", 5);
 }
 
 static int decide(Session *s, const Policy *p, Stats *stats, const char *action, const PeerCreds *subject,
-                  bool broker) {
+                  bool broker, bool explain) {
         Verdict v = policy_check(p, action, subject);
         /* Queue the reply first: nothing the audit log does may change it. */
-        int r = reply_verdict(s, stats, v);
+        int r = reply_verdict(s, stats, &v, explain);
         if (s->hooks && s->hooks->decision)
                 s->hooks->decision(s->userdata, action, &v, subject, broker ? &s->creds : NULL);
         return r;
 }
 
 /* Decide for the peer of @fd (a socket the client handed us); closes @fd. */
-static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const char *action, int fd) {
+static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const char *action, int fd, bool explain) {
         PeerCreds peer = {};
         int r = -EBADF;
 
@@ -266,7 +329,7 @@ static int handle_check_peer(Session *s, const Policy *p, Stats *stats, const ch
                 release_fd(s, fd);
         if (r < 0)
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
-        r = decide(s, p, stats, action, &peer, true);
+        r = decide(s, p, stats, action, &peer, true, explain);
         peer_creds_done(&peer);
         return r;
 }
@@ -280,14 +343,15 @@ static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, si
                         release_fd(s, fd);
                 return session_fail(s, e, stats);
         }
-        if (req.type != REQ_CHECK_PEER && fd != -1) {
+        bool peer = req.type == REQ_CHECK_PEER || req.type == REQ_EXPLAIN_PEER;
+        if (!peer && fd != -1) {
                 if (fd >= 0)
                         release_fd(s, fd);
                 return session_fail(s, PROTO_BAD_PEER_FD, stats);
         }
         /* Only brokers the policy names may hand us descriptors; the server
          * does not even take them in from anyone else. */
-        if (req.type == REQ_CHECK_PEER && !s->broker) {
+        if (peer && !s->broker) {
                 if (fd >= 0)
                         release_fd(s, fd);
                 return session_fail(s, PROTO_NOT_A_BROKER, stats);
@@ -295,9 +359,13 @@ static int handle_line(Session *s, const Policy *p, Stats *stats, char *line, si
         stats->requests++;
         switch (req.type) {
         case REQ_CHECK:
-                return decide(s, p, stats, req.action, &s->creds, false);
+                return decide(s, p, stats, req.action, &s->creds, false, false);
         case REQ_CHECK_PEER:
-                return handle_check_peer(s, p, stats, req.action, fd);
+                return handle_check_peer(s, p, stats, req.action, fd, false);
+        case REQ_EXPLAIN:
+                return decide(s, p, stats, req.action, &s->creds, false, true);
+        case REQ_EXPLAIN_PEER:
+                return handle_check_peer(s, p, stats, req.action, fd, true);
         case REQ_PING:
                 return out_add(s, "PONG\n", 5);
         case REQ_WHOAMI:

@@ -18,6 +18,8 @@ typedef enum RequestType {
         REQ_CHECK_PEER,
         REQ_PING,
         REQ_WHOAMI,
+        REQ_EXPLAIN,
+        REQ_EXPLAIN_PEER,
 } RequestType;
 
 /* Why a request is refused; the name is what goes after "ERR ". */
@@ -76,6 +78,15 @@ typedef struct Session {
         const SessionHooks *hooks; /* optional */
         void *userdata;
 } Session;
+
+/*
+ * The reference of an EXPLAIN reply for @v into @buf: "default", "id:NAME",
+ * or "FILE:LINE" with FILE's bytes outside '!'..'~' and '%' written as %XX
+ * (and its first byte too when FILE starts with "id:" or is "default"), so
+ * that it holds no space and never reads as one of the other two forms.
+ * Return: its length, or 0 when it does not fit in @size.
+ */
+size_t proto_ref(const Verdict *v, char *buf, size_t size);
 
 /* "bad-request", ... for an error; NULL for PROTO_OK. */
 const char *proto_error_name(ProtoError e);

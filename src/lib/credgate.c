@@ -32,6 +32,8 @@
 
 #define REPLY_MAX (1024 * 1024) /* a WHOAMI reply with 65,536 groups fits */
 #define CHECK_PEER_VERB "CHECK-PEER "
+#define EXPLAIN_VERB "EXPLAIN "
+#define EXPLAIN_PEER_VERB "EXPLAIN-PEER "
 
 struct credgate {
         int fd;
@@ -454,6 +456,80 @@ int credgate_check_peer(credgate *c, int peer_fd, const char *action, credgate_d
                 return fail(c, r);
         *ret = d;
         return 0;
+}
+
+/* "ALLOW <ref>[ -- <message>]" or "DENY ...": see docs/protocol.md. */
+static int parse_explanation(const char *line, credgate_explanation *ret) {
+        credgate_decision d;
+        const char *rest, *msg = NULL;
+
+        if (strncmp(line, "ALLOW ", 6) == 0)
+                d = CREDGATE_ALLOW, rest = line + 6;
+        else if (strncmp(line, "DENY ", 5) == 0)
+                d = CREDGATE_DENY, rest = line + 5;
+        else
+                return -EBADMSG;
+        size_t n = strcspn(rest, " ");
+        if (n == 0)
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) rest[i] < 0x21 || (unsigned char) rest[i] > 0x7e)
+                        return -EBADMSG;
+        if (rest[n] != '\0') {
+                msg = rest + n + 4;
+                size_t m = strlen(msg);
+                if (strncmp(rest + n, " -- ", 4) != 0 || m == 0 || m > 200)
+                        return -EBADMSG;
+                for (size_t i = 0; i < m; i++)
+                        if ((unsigned char) msg[i] < 0x20 || (unsigned char) msg[i] > 0x7e)
+                                return -EBADMSG;
+        }
+        char *ref = strndup(rest, n), *message = msg ? strdup(msg) : NULL;
+        if (!ref || (msg && !message)) {
+                free(ref);
+                free(message);
+                return -ENOMEM;
+        }
+        *ret = (credgate_explanation){ .decision = d, .ref = ref, .message = message };
+        return 0;
+}
+
+static int explain(credgate *c, int peer_fd, const char *action, credgate_explanation *ret) {
+        char req[sizeof(EXPLAIN_PEER_VERB) + ACTION_MAX + 1];
+        size_t l = action ? strnlen(action, ACTION_MAX + 1) : 0;
+        char *line;
+        size_t consumed;
+        int r = usable(c);
+
+        if (r < 0)
+                return r;
+        if (!ret || !action_valid(action, l, false))
+                return -EINVAL;
+        int n = snprintf(req, sizeof(req), "%s%s\n", peer_fd >= 0 ? EXPLAIN_PEER_VERB : EXPLAIN_VERB, action);
+        r = transact(c, req, (size_t) n, peer_fd, &line, &consumed);
+        if (r < 0)
+                return r;
+        r = parse_explanation(line, ret);
+        compact(c, consumed);
+        return r < 0 ? fail(c, r) : 0;
+}
+
+int credgate_explain(credgate *c, const char *action, credgate_explanation *ret) {
+        return explain(c, -1, action, ret);
+}
+
+int credgate_explain_peer(credgate *c, int peer_fd, const char *action, credgate_explanation *ret) {
+        if (peer_fd < 0)
+                return -EINVAL;
+        return explain(c, peer_fd, action, ret);
+}
+
+void credgate_explanation_clear(credgate_explanation *e) {
+        if (!e)
+                return;
+        free(e->ref);
+        free(e->message);
+        *e = (credgate_explanation){};
 }
 
 int credgate_ping(credgate *c) {

@@ -109,6 +109,35 @@ int credgate_check_many(credgate *c, const char *const *actions, size_t n, credg
 int credgate_check_peer(credgate *c, int peer_fd, const char *action, credgate_decision *ret);
 
 /*
+ * A decision with its reason (EXPLAIN). Fill with credgate_explain(),
+ * free with credgate_explanation_clear().
+ */
+typedef struct credgate_explanation {
+        credgate_decision decision;
+        /* Which rule decided: "id:NAME" (the rule's id), "FILE:LINE" (a rule
+         * without id; FILE %XX-escaped, see credgate(7) protocol), or
+         * "default". */
+        char *ref;
+        /* The rule's message, 1..200 printable ASCII characters, or NULL. */
+        char *message;
+} credgate_explanation;
+
+/*
+ * As credgate_check(), and say why: the deciding rule and its message, to
+ * show to a user who was denied. Messages are written by the policy's
+ * authors and readable by every local user.
+ * Return: 0 and *ret (free with credgate_explanation_clear()), -EINVAL for a
+ * bad action, or an error (see above).
+ */
+int credgate_explain(credgate *c, const char *action, credgate_explanation *ret);
+
+/* As credgate_check_peer(), with the reason of credgate_explain(). */
+int credgate_explain_peer(credgate *c, int peer_fd, const char *action, credgate_explanation *ret);
+
+/* Free what credgate_explain() put in @e and zero it (NULL is fine). */
+void credgate_explanation_clear(credgate_explanation *e);
+
+/*
  * Ask the daemon who it sees on this connection.
  * Return: 0 and *ret (free with credgate_creds_clear()), or an error.
  */

@@ -23,12 +23,18 @@ Example::
     if not credgate.check_peer(conn, "org.example.backup.run"):
         conn.close()
 
+    # Why? The deciding rule and its message, to show a user who was denied.
+    e = credgate.explain("org.example.backup.run")
+    if not e.allowed:
+        tell_user(f"denied by {e.ref}: {e.message or 'no reason given'}")
+
     # The kernel's credentials of any connected Unix stream socket.
     creds = credgate.peer_creds(conn)
 
 Conventions, as in libcredgate:
 
-* Only an exact ``ALLOW`` reply yields ``True``; ``DENY`` yields ``False``.
+* Only an exact ``ALLOW`` reply yields ``True`` (for ``explain()``, an
+  ``ALLOW`` line in the documented grammar); ``DENY`` yields ``False``.
   Everything else (an ``ERR`` line, a closed connection, a timeout, a
   malformed, over-long or unexpected reply) raises :class:`CredgateError`.
   No call ever returns ``True`` because of an error.
@@ -61,7 +67,7 @@ import selectors
 import socket
 import struct
 import time
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -72,6 +78,9 @@ __all__ = [
     "Client",
     "check",
     "check_peer",
+    "explain",
+    "explain_peer",
+    "Explanation",
     "whoami",
     "peer_creds",
     "resolve_socket_path",
@@ -104,7 +113,11 @@ _CREDS_LINE_MAX = 1 << 20
 _RECV_SIZE = 65536
 _SEND_CHUNK = 1 << 18
 
+_EXPLAIN_LINE_MAX = 16384  # a %XX-escaped path of 4096 bytes and a 200-byte message fit
+
 _ERR_RE = re.compile(rb"ERR ([a-z0-9][a-z0-9-]{0,63})")
+# docs/protocol.md, EXPLAIN: the verdict, the reference (no space), the message.
+_EXPLAIN_RE = re.compile(rb"(ALLOW|DENY) ([\x21-\x7e]+)(?: -- ([\x20-\x7e]{1,200}))?")
 # Numbers as the daemon prints them (%u): no leading zeros.
 _NUM = rb"(?:0|[1-9][0-9]{0,9})"
 _CREDS_RE = re.compile(
@@ -125,6 +138,20 @@ class Creds(NamedTuple):
     uid: int
     gid: int
     groups: Tuple[int, ...]
+
+
+class Explanation(NamedTuple):
+    """A decision with its reason (``EXPLAIN``).
+
+    ``allowed`` is ``True`` only for ``ALLOW``. ``ref`` names the rule that
+    decided: ``"id:NAME"`` (its id), ``"FILE:LINE"`` (a rule without id;
+    FILE ``%XX``-escaped) or ``"default"``. ``message`` is the rule's
+    message, meant for the user who asked, or ``None``.
+    """
+
+    allowed: bool
+    ref: str
+    message: Optional[str]
 
 
 class CredgateError(Exception):
@@ -519,6 +546,25 @@ class Client:
             self._send_with_fd(req, fd, deadline)
             return self._decision(self._read_line(deadline, _SHORT_LINE_MAX))
 
+    def explain(self, action) -> Explanation:
+        """As :meth:`check`, and say why: the rule that decided and its
+        message, as :class:`Explanation`. A bad action raises
+        :class:`ValueError` and nothing is sent."""
+        req = b"EXPLAIN " + _check_action(action) + b"\n"
+        with self._call() as deadline:
+            self._send_all(req, deadline)
+            e = self._explanation(self._read_line(deadline, _EXPLAIN_LINE_MAX))
+            self._no_more_replies()
+            return e
+
+    def explain_peer(self, sock, action) -> Explanation:
+        """As :meth:`check_peer`, with the reason of :meth:`explain`."""
+        fd = _fileno(sock)
+        req = b"EXPLAIN-PEER " + _check_action(action) + b"\n"
+        with self._call() as deadline:
+            self._send_with_fd(req, fd, deadline)
+            return self._explanation(self._read_line(deadline, _EXPLAIN_LINE_MAX))
+
     def whoami(self) -> Creds:
         """The credentials the daemon judges this connection by
         (``WHOAMI``), as :class:`Creds`."""
@@ -688,6 +734,14 @@ class Client:
             return CredgateError(reason, f"the daemon answered {line.decode('ascii')!r}", from_daemon=True)
         return CredgateError("malformed-reply", f"expected {wanted}, got {line[:80]!r}"
                              + ("..." if len(line) > 80 else ""))
+
+    def _explanation(self, line):
+        m = _EXPLAIN_RE.fullmatch(line)
+        if not m:
+            raise self._reply_error(line, "ALLOW or DENY with a rule reference")
+        msg = m.group(3)
+        return Explanation(m.group(1) == b"ALLOW", m.group(2).decode("ascii"),
+                           msg.decode("ascii") if msg is not None else None)
 
     def _decision(self, line):
         if line == b"ALLOW":
@@ -859,6 +913,22 @@ def check_peer(sock, action, socket_path=None, timeout=DEFAULT_TIMEOUT) -> bool:
     _check_action(action)
     with Client(socket_path, timeout) as c:
         return c.check_peer(sock, action)
+
+
+def explain(action, socket_path=None, timeout=DEFAULT_TIMEOUT) -> Explanation:
+    """Connect, ask with the reason (see :meth:`Client.explain`), close."""
+    _check_action(action)
+    with Client(socket_path, timeout) as c:
+        return c.explain(action)
+
+
+def explain_peer(sock, action, socket_path=None, timeout=DEFAULT_TIMEOUT) -> Explanation:
+    """Connect, ask for the peer of @sock with the reason, close. See
+    :meth:`Client.explain_peer`; @sock stays owned by the caller."""
+    _fileno(sock)
+    _check_action(action)
+    with Client(socket_path, timeout) as c:
+        return c.explain_peer(sock, action)
 
 
 def whoami(socket_path=None, timeout=DEFAULT_TIMEOUT) -> Creds:

@@ -10,8 +10,8 @@
  * are untouched.
  *
  * Input: byte 0 picks the call (bits 0-2: check, check_many, ping, whoami,
- * check_peer; bits 3-4: how many actions for check_many, minus one), the
- * rest is the reply.
+ * check_peer, explain, explain_peer; bits 3-4: how many actions for
+ * check_many, minus one), the rest is the reply.
  *
  * Oracle: an independent strict reader of docs/protocol.md. A call succeeds
  * only when its reply lines are exactly well-formed, returns exactly what
@@ -165,6 +165,37 @@ static bool creds_line(const char *l, size_t n, credgate_creds *ret, gid_t *grou
         return true;
 }
 
+/* "ALLOW REF[ -- MESSAGE]" or "DENY ...": REF 1+ bytes of '!'..'~', MESSAGE 1..200 of ' '..'~'. */
+static bool explanation_line(const char *l, size_t n, credgate_decision *ret_d, const char **ret_ref,
+                             size_t *ret_ref_len, const char **ret_msg, size_t *ret_msg_len) {
+        const char *p = l, *end = l + n;
+        if (word(&p, end, "ALLOW "))
+                *ret_d = CREDGATE_ALLOW;
+        else if (word(&p, end, "DENY "))
+                *ret_d = CREDGATE_DENY;
+        else
+                return false;
+        const char *ref = p;
+        while (p < end && *p >= '!' && *p <= '~')
+                p++;
+        if (p == ref)
+                return false;
+        *ret_ref = ref;
+        *ret_ref_len = (size_t) (p - ref);
+        *ret_msg = NULL;
+        *ret_msg_len = 0;
+        if (p == end)
+                return true;
+        if (!word(&p, end, " -- ") || end - p < 1 || end - p > 200)
+                return false;
+        for (const char *q = p; q < end; q++)
+                if (*q < ' ' || *q > '~')
+                        return false;
+        *ret_msg = p;
+        *ret_msg_len = (size_t) (end - p);
+        return true;
+}
+
 /* ---- the target ------------------------------------------------------------ */
 
 static const char *const actions[] = { "org.example.a", "b", "org.example.c/d", "e:f" };
@@ -174,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size < 1 || size - 1 > REPLY_FUZZ_MAX)
                 return 0;
         unsigned op = data[0] & 7, n_actions = 1 + ((data[0] >> 3) & 3);
-        if (op > 4)
+        if (op > 6)
                 return 0;
         int sv[2], peer[2] = { -1, -1 };
         check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair: %m");
@@ -224,6 +255,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         for (unsigned i = 0; i < 4; i++)
                                 check(d[i] == 7, "decision %u written on error", i);
                 }
+        } else if (op == 5 || op == 6) {
+                credgate_explanation e = { .decision = 7 };
+                if (op == 5)
+                        r = credgate_explain(c, actions[0], &e);
+                else {
+                        check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, peer) == 0, "socketpair: %m");
+                        r = credgate_explain_peer(c, peer[0], actions[0], &e);
+                }
+                credgate_decision d;
+                const char *ref, *msg;
+                size_t ref_len, msg_len;
+                if (!take_line(&p, end, &l, &n))
+                        check(r == -ECONNRESET, "explain returned %d without a reply line", r);
+                else if (explanation_line(l, n, &d, &ref, &ref_len, &msg, &msg_len)) {
+                        check(r == 0, "explain failed (%d) on a well-formed reply", r);
+                        check(e.decision == d, "decision %d, reply says %d", e.decision, d);
+                        check(e.ref && strlen(e.ref) == ref_len && memcmp(e.ref, ref, ref_len) == 0, "ref differs");
+                        check(msg ? e.message && strlen(e.message) == msg_len && memcmp(e.message, msg, msg_len) == 0
+                                  : !e.message,
+                              "message differs");
+                } else {
+                        int want_r = expect_error(l, n);
+                        check(r == want_r, "explain returned %d on a malformed reply, expected %d", r, want_r);
+                        check(e.decision == 7 && !e.ref && !e.message, "explanation written on error");
+                }
+                credgate_explanation_clear(&e);
         } else if (op == 2) {
                 r = credgate_ping(c);
                 if (take_line(&p, end, &l, &n))

@@ -86,7 +86,8 @@ static Policy *make_policy(uid_t allowed) {
         PolicyBuilder *b = policy_builder_new();
         IdRange r = { allowed, allowed };
         RuleSpec allow = { .action = ALLOWED_ACTION, .effect = DECISION_ALLOW, .uids = &r, .n_uids = 1, .line = 1 };
-        RuleSpec deny = { .action = "org.example.*", .effect = DECISION_DENY, .anyone = true, .line = 2 };
+        RuleSpec deny = { .action = "org.example.*", .effect = DECISION_DENY, .anyone = true, .line = 2,
+                          .id = "ex", .message = "no -- way" };
         RuleSpec deny_all = { .action = "*", .effect = DECISION_DENY, .uids = &r, .n_uids = 1, .line = 3 };
         Policy *p = NULL;
 
@@ -149,10 +150,20 @@ static void model_err(Model *m, const char *reason) {
         m->closed = true;
 }
 
-static void model_verdict(Model *m, const char *action, size_t n, uid_t uid, int pol) {
-        bool allow = n == strlen(ALLOWED_ACTION) && memcmp(action, ALLOWED_ACTION, n) == 0 &&
-                     uid == (pol == 0 ? uid_a : uid_b);
-        buf_addf(&m->out, allow ? "ALLOW\n" : "DENY\n");
+static void model_verdict(Model *m, const char *action, size_t n, uid_t uid, int pol, bool explain) {
+        uid_t allowed = pol == 0 ? uid_a : uid_b;
+        bool allow = n == strlen(ALLOWED_ACTION) && memcmp(action, ALLOWED_ACTION, n) == 0 && uid == allowed;
+        if (!explain)
+                return buf_addf(&m->out, allow ? "ALLOW\n" : "DENY\n");
+        /* EXPLAIN: the rule that decided (make_policy()), with its id and message. */
+        if (allow)
+                buf_addf(&m->out, "ALLOW fuzz.conf:1\n");
+        else if (n >= 12 && memcmp(action, "org.example.", 12) == 0)
+                buf_addf(&m->out, "DENY id:ex -- no -- way\n");
+        else if (uid == allowed)
+                buf_addf(&m->out, "DENY fuzz.conf:3\n");
+        else
+                buf_addf(&m->out, "DENY default\n");
 }
 
 /* One complete line [start, start+len) whose fds are @fds (-1 none, -2 bad). */
@@ -173,12 +184,17 @@ static void model_line(Model *m, const char *line, size_t len, unsigned n_fds, b
                 verb = 2;
         else if (vlen == 6 && memcmp(line, "WHOAMI", 6) == 0)
                 verb = 3;
+        else if (vlen == 7 && memcmp(line, "EXPLAIN", 7) == 0)
+                verb = 4;
+        else if (vlen == 12 && memcmp(line, "EXPLAIN-PEER", 12) == 0)
+                verb = 5;
         else
                 return model_err(m, "unknown-command");
+        bool explain = verb >= 4, peer = verb == 1 || verb == 5;
         bool has_arg = sp != NULL;
         const char *arg = has_arg ? sp + 1 : NULL;
         size_t alen = has_arg ? len - vlen - 1 : 0;
-        if (verb <= 1) {
+        if (verb <= 1 || explain) {
                 if (!has_arg || alen == 0 || memchr(arg, ' ', alen))
                         return model_err(m, "bad-request");
                 if (!model_action(arg, alen))
@@ -186,17 +202,19 @@ static void model_line(Model *m, const char *line, size_t len, unsigned n_fds, b
         } else if (has_arg)
                 return model_err(m, "bad-request");
 
-        if (verb != 1 && (n_fds > 0 || truncated))
+        if (!peer && (n_fds > 0 || truncated))
                 return model_err(m, "bad-peer-fd");
-        if (verb == 1 && !m->broker)
+        if (peer && !m->broker)
                 return model_err(m, "not-a-broker");
         switch (verb) {
         case 0:
-                return model_verdict(m, arg, alen, m->creds->uid, pol);
+        case 4:
+                return model_verdict(m, arg, alen, m->creds->uid, pol, explain);
         case 1:
+        case 5:
                 if (n_fds != 1 || truncated || !good)
                         return model_err(m, "bad-peer-fd");
-                return model_verdict(m, arg, alen, my_uid, pol);
+                return model_verdict(m, arg, alen, my_uid, pol, explain);
         case 2:
                 return buf_addf(&m->out, "PONG\n");
         default:
@@ -461,9 +479,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 check(nl, "reply without newline");
                 size_t len = (size_t) (nl - l);
                 lines++;
-                if (len == 5 && memcmp(l, "ALLOW", 5) == 0)
+                if ((len == 5 && memcmp(l, "ALLOW", 5) == 0) || (len > 6 && memcmp(l, "ALLOW ", 6) == 0))
                         allowed++;
-                else if (len == 4 && memcmp(l, "DENY", 4) == 0)
+                else if ((len == 4 && memcmp(l, "DENY", 4) == 0) || (len > 5 && memcmp(l, "DENY ", 5) == 0))
                         denied++;
                 else if (len > 4 && memcmp(l, "ERR ", 4) == 0)
                         errors++;

@@ -88,9 +88,22 @@ def exported_api():
     with open(os.path.join(cgtest.srcdir(), "src", "lib", "libcredgate.sym")) as f:
         sym = f.read()
     nodes = set(re.findall(r"^([\w.]+)\s*\{", sym, re.M))
-    glob = sym[sym.index("global:") + 7:sym.index("local:")]
-    script = set(re.findall(r"\b(\w+);", glob))
+    script = set()
+    for glob in re.findall(r"global:(.*?)(?:local:|\})", sym, re.S):
+        script |= set(re.findall(r"\b(\w+);", glob))
     return header, script, nodes
+
+
+def symbol_versions():
+    """{function: version node} as libcredgate.sym assigns them."""
+    with open(os.path.join(cgtest.srcdir(), "src", "lib", "libcredgate.sym")) as f:
+        sym = f.read()
+    out = {}
+    for node, body in re.findall(r"^([\w.]+)\s*\{(.*?)\}", sym, re.M | re.S):
+        glob = body.split("global:", 1)[-1].split("local:", 1)[0]
+        for name in re.findall(r"\b(\w+);", glob):
+            out[name] = node
+    return out
 
 
 # Every file `make install` may put in the tree (relative path must match one).
@@ -181,6 +194,12 @@ class TestInstalledTree(unittest.TestCase):
         self.assertEqual(other, [], "symbols other than credgate_* functions are exported")
         self.assertEqual(funcs, script, "exported functions differ from libcredgate.sym")
         self.assertEqual(funcs, header, "exported functions differ from those credgate.h declares")
+        # Each function keeps the version node it first shipped in: programs
+        # linked against the first release still find credgate_check@CREDGATE_0.1.
+        got = dict(re.findall(r"\b(credgate_\w+)@@?(CREDGATE_[\d.]+)", r.stdout))
+        self.assertEqual(got, symbol_versions())
+        self.assertEqual(got["credgate_check"], "CREDGATE_0.1")
+        self.assertEqual(got["credgate_explain"], "CREDGATE_0.2")
 
     def test_soname(self):
         lib = os.path.realpath(find_one(EXPECTED["library"], "library"))

@@ -72,7 +72,10 @@ static const char policy_fmt[] = "default = \"deny\";\n"
                                  "  { action = \"t.self\"; effect = \"allow\"; uids = [\"%u\"]; },\n"
                                  "  { action = \"t.u1000\"; effect = \"allow\"; uids = [\"1000\"]; },\n"
                                  "  { action = \"t.group100\"; effect = \"allow\"; gids = [\"100\"]; },\n"
-                                 "  { action = \"t.root\"; effect = \"allow\"; uids = [\"0\"]; }\n"
+                                 "  { action = \"t.root\"; effect = \"allow\"; uids = [\"0\"]; },\n"
+                                 "  { id = \"no-t\"; action = \"t.why\"; effect = \"deny\"; anyone = true;\n"
+                                 "    message = \"Ask #ops -- not me\"; },\n"
+                                 "  { action = \"t.home.{uid}\"; effect = \"allow\"; anyone = true; }\n"
                                  ");\n";
 
 static int rm_one(const char *p, const struct stat *st, int type, struct FTW *ftw) {
@@ -670,6 +673,66 @@ END_TEST
 /* ------------------------------------------------------------------------- */
 /* Broker queries against the real daemon */
 
+START_TEST(test_explain_daemon) {
+        credgate *c = open_daemon();
+        credgate_explanation e = {};
+        char action[64], ref[sizeof(policy_path) + 16];
+
+        ck_assert_int_eq(credgate_explain(c, "t.why", &e), 0);
+        ck_assert_int_eq(e.decision, CREDGATE_DENY);
+        ck_assert_str_eq(e.ref, "id:no-t");
+        ck_assert_str_eq(e.message, "Ask #ops -- not me");
+        credgate_explanation_clear(&e);
+
+        ck_assert_int_eq(credgate_explain(c, "t.allow", &e), 0);
+        ck_assert_int_eq(e.decision, CREDGATE_ALLOW);
+        snprintf(ref, sizeof(ref), "%s:3", policy_path);
+        ck_assert_str_eq(e.ref, ref);
+        ck_assert_ptr_null(e.message);
+        credgate_explanation_clear(&e);
+
+        ck_assert_int_eq(credgate_explain(c, "t.nothing", &e), 0);
+        ck_assert_int_eq(e.decision, CREDGATE_DENY);
+        ck_assert_str_eq(e.ref, "default");
+        credgate_explanation_clear(&e);
+
+        /* {uid}: our own number only. */
+        credgate_decision d = SENTINEL;
+        snprintf(action, sizeof(action), "t.home.%u", (unsigned) getuid());
+        ck_assert_int_eq(credgate_check(c, action, &d), 0);
+        ck_assert_int_eq(d, CREDGATE_ALLOW);
+        snprintf(action, sizeof(action), "t.home.%u", (unsigned) getuid() + 1);
+        ck_assert_int_eq(credgate_check(c, action, &d), 0);
+        ck_assert_int_eq(d, CREDGATE_DENY);
+
+        /* A bad action is refused before anything is sent; the connection stays usable. */
+        ck_assert_int_eq(credgate_explain(c, "t.*", &e), -EINVAL);
+        ck_assert_int_eq(credgate_explain(c, NULL, &e), -EINVAL);
+        ck_assert_int_eq(credgate_explain(c, "t.allow", NULL), -EINVAL);
+        ck_assert_int_eq(credgate_explain_peer(c, -1, "t.allow", &e), -EINVAL);
+        ck_assert_ptr_null(e.ref);
+        ck_assert_int_eq(credgate_ping(c), 0);
+        conn_close(c);
+}
+END_TEST
+
+START_TEST(test_explain_peer_socketpair) {
+        credgate *c = open_daemon();
+        credgate_explanation e = {};
+        int sv[2];
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert_int_eq(credgate_explain_peer(c, sv[0], "t.why", &e), 0);
+        ck_assert_int_eq(e.decision, CREDGATE_DENY);
+        ck_assert_str_eq(e.message, "Ask #ops -- not me");
+        credgate_explanation_clear(&e);
+        ck_assert_int_ge(fcntl(sv[0], F_GETFD), 0); /* still ours */
+        close(sv[0]);
+        close(sv[1]);
+        conn_close(c);
+}
+END_TEST
+
 START_TEST(test_check_peer_socketpair) {
         credgate *c = open_daemon();
         credgate_decision d = SENTINEL;
@@ -911,6 +974,85 @@ START_TEST(test_strict_reply) {
         ck_assert_int_eq(d[0], SENTINEL);
         conn_close(c);
         fake_stop();
+}
+END_TEST
+
+/* EXPLAIN replies: only the documented grammar is taken; anything else
+ * breaks the connection and leaves the out-parameter alone. */
+static const Reply bad_explanations[] = {
+        R("plain ALLOW", "ALLOW\n", -EBADMSG),
+        R("no reference", "ALLOW \n", -EBADMSG),
+        R("two spaces", "ALLOW  default\n", -EBADMSG),
+        R("lower case", "allow default\n", -EBADMSG),
+        R("message without --", "DENY default message\n", -EBADMSG),
+        R("empty message", "DENY default -- \n", -EBADMSG),
+        R("-- without space", "DENY default --x\n", -EBADMSG),
+        R("tab in message", "DENY default -- a\tb\n", -EBADMSG),
+        R("8-bit in message", "DENY default -- caf\xc3\xa9\n", -EBADMSG),
+        R("201-byte message", "DENY default -- "
+                              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                              "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+          -EBADMSG),
+        R("8-bit in reference", "ALLOW /etc/caf\xc3\xa9:1\n", -EBADMSG),
+        R("ERR bad-action", "ERR bad-action\n", -EINVAL),
+        R("ERR not-a-broker", "ERR not-a-broker\n", -EPERM),
+        R("EOF", "", -ECONNRESET),
+};
+
+START_TEST(test_explain_strict_reply) {
+        const Reply *rep = &bad_explanations[_i];
+        credgate_explanation e = { .decision = SENTINEL };
+        credgate *c = fake_connect(rep, NULL);
+
+        ck_assert_int_eq(credgate_set_timeout(c, 3000), 0);
+        int r = credgate_explain(c, "t.allow", &e);
+        ck_assert_msg(r == rep->want, "reply '%s' gave %d (%s), expected %d", rep->name, r, credgate_strerror(r),
+                      rep->want);
+        ck_assert_msg(e.decision == SENTINEL && !e.ref && !e.message, "reply '%s' wrote the out-parameter", rep->name);
+        ck_assert_int_eq(credgate_explain(c, "t.allow", &e), -ENOTCONN);
+        conn_close(c);
+        fake_stop();
+}
+END_TEST
+
+START_TEST(test_explain_good_replies) {
+        static const Reply replies[] = {
+                R("with message", "DENY id:no-bob -- Ask #ops -- or -- not\n", 0),
+                R("file ref", "ALLOW /etc/a%20b.conf:12\n", 0),
+                R("default", "DENY default\n", 0),
+                R("200-byte message", "ALLOW default -- "
+                                      "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"
+                                      "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\n",
+                  0),
+        };
+        for (size_t i = 0; i < ELEMENTSOF(replies); i++) {
+                credgate_explanation e = {};
+                credgate *c = fake_connect(&replies[i], NULL);
+                ck_assert_int_eq(credgate_explain(c, "t.x", &e), 0);
+                switch (i) {
+                case 0:
+                        ck_assert_int_eq(e.decision, CREDGATE_DENY);
+                        ck_assert_str_eq(e.ref, "id:no-bob");
+                        ck_assert_str_eq(e.message, "Ask #ops -- or -- not");
+                        break;
+                case 1:
+                        ck_assert_int_eq(e.decision, CREDGATE_ALLOW);
+                        ck_assert_str_eq(e.ref, "/etc/a%20b.conf:12");
+                        ck_assert_ptr_null(e.message);
+                        break;
+                case 2:
+                        ck_assert_int_eq(e.decision, CREDGATE_DENY);
+                        ck_assert_str_eq(e.ref, "default");
+                        break;
+                default:
+                        ck_assert_uint_eq(strlen(e.message), 200);
+                }
+                credgate_explanation_clear(&e);
+                ck_assert_ptr_null(e.ref);
+                conn_close(c);
+                fake_stop();
+        }
+        credgate_explanation_clear(NULL);
 }
 END_TEST
 
@@ -1348,6 +1490,7 @@ static Suite *libcredgate_suite(void) {
         tcase_add_test(tc, test_set_timeout);
         tcase_add_test(tc, test_check_many);
         tcase_add_test(tc, test_check_many_backpressure);
+        tcase_add_test(tc, test_explain_daemon);
         tcase_add_test(tc, test_bad_actions);
         tcase_add_test(tc, test_heap_bounds);
         suite_add_tcase(s, tc);
@@ -1356,6 +1499,7 @@ static Suite *libcredgate_suite(void) {
         tcase_add_test(tc, test_peer_creds_socketpair);
         tcase_add_test(tc, test_peer_creds_accepted);
         tcase_add_test(tc, test_check_peer_socketpair);
+        tcase_add_test(tc, test_explain_peer_socketpair);
         tcase_add_test(tc, test_check_peer_listening);
         suite_add_tcase(s, tc);
 
@@ -1363,6 +1507,8 @@ static Suite *libcredgate_suite(void) {
         tc = new_tcase("strict", false);
         tcase_add_test(tc, test_fake_server_good_replies);
         tcase_add_loop_test(tc, test_strict_reply, 0, (int) (ELEMENTSOF(bad_replies) * _CALL_MAX));
+        tcase_add_loop_test(tc, test_explain_strict_reply, 0, (int) ELEMENTSOF(bad_explanations));
+        tcase_add_test(tc, test_explain_good_replies);
         tcase_add_test(tc, test_unsolicited_reply);
         tcase_add_test(tc, test_more_replies_than_requests);
         tcase_add_test(tc, test_not_a_broker_reply);

@@ -109,6 +109,12 @@ static void add_rule(PolicyBuilder *b, const char *action, Decision effect, bool
 
 static char long_action[ACTION_MAX + 1]; /* 255 x 'a', allowed by the policy */
 
+static void add_explained(PolicyBuilder *b, const char *action, Decision effect, const char *id, const char *message,
+                          unsigned line) {
+        RuleSpec r = { .action = action, .effect = effect, .anyone = true, .line = line, .id = id, .message = message };
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), 0);
+}
+
 static Policy *make_policy(Decision dflt) {
         static const IdRange uid1000 = { 1000, 1000 }, gid50 = { 50, 50 };
         PolicyBuilder *b = policy_builder_new();
@@ -122,6 +128,12 @@ static Policy *make_policy(Decision dflt) {
         add_rule(b, "org.example.group", DECISION_ALLOW, false, NULL, 0, &gid50, 1);
         add_rule(b, "org.example.pat.*", DECISION_ALLOW, true, NULL, 0, NULL, 0);
         add_rule(b, long_action, DECISION_ALLOW, true, NULL, 0, NULL, 0);
+        add_explained(b, "org.example.why.deny", DECISION_DENY, "no-bob-backup",
+                      "Backups run from the ops rota; ask #ops -- or not", 7);
+        add_explained(b, "org.example.why.allow", DECISION_ALLOW, NULL, "ALLOW", 8);
+        add_explained(b, "org.example.why.plain", DECISION_ALLOW, "plain", NULL, 9);
+        add_explained(b, "org.example.home.{uid}", DECISION_ALLOW, NULL, NULL, 10);
+        add_explained(b, "org.example.grp.{gid}.x", DECISION_ALLOW, NULL, NULL, 11);
         policy_builder_set_default(b, dflt);
         ck_assert_int_eq(policy_builder_finish(b, &p), 0);
         ck_assert_ptr_nonnull(p);
@@ -286,6 +298,77 @@ START_TEST(test_check_allow_deny) {
 }
 END_TEST
 
+/* EXPLAIN answers like CHECK, plus the rule and its message; CHECK's replies stay as they were. */
+START_TEST(test_explain) {
+        roundtrip("EXPLAIN org.example.why.deny\n", "DENY id:no-bob-backup -- Backups run from the ops rota; ask #ops -- or not\n");
+        roundtrip("CHECK org.example.why.deny\n", "DENY\n");
+        roundtrip("EXPLAIN org.example.why.allow\n", "ALLOW test.conf:8 -- ALLOW\n");
+        roundtrip("EXPLAIN org.example.why.plain\n", "ALLOW id:plain\n");
+        roundtrip("EXPLAIN org.example.allow\n", "ALLOW test.conf:1\n");
+        roundtrip("EXPLAIN org.example.unknown\n", "DENY default\n");
+        roundtrip("EXPLAIN org.example.uid\n", "ALLOW test.conf:1\n");
+        roundtrip("PING\nEXPLAIN org.example.deny\nCHECK org.example.allow\n", "PONG\nDENY test.conf:1\nALLOW\n");
+        ck_assert(!session.closing);
+        ck_assert_uint_eq(stats.requests, 10); /* PING counts too */
+        ck_assert_uint_eq(stats.allowed, 5);
+        ck_assert_uint_eq(stats.denied, 4);
+}
+END_TEST
+
+/* {uid}: exactly the session's own uid, as printed: 1000, not 100, 10000 or 01000. {gid}: any gid it holds. */
+START_TEST(test_placeholders) {
+        roundtrip("CHECK org.example.home.1000\n", "ALLOW\n");
+        roundtrip("CHECK org.example.home.100\n", "DENY\n");
+        roundtrip("CHECK org.example.home.10000\n", "DENY\n");
+        roundtrip("CHECK org.example.home.01000\n", "DENY\n");
+        roundtrip("CHECK org.example.home.1000.x\n", "DENY\n");
+        roundtrip("CHECK org.example.home.\n", "DENY\n");
+        roundtrip("EXPLAIN org.example.home.1000\n", "ALLOW test.conf:10\n");
+        roundtrip("CHECK org.example.grp.1000.x\n", "ALLOW\n"); /* primary */
+        roundtrip("CHECK org.example.grp.50.x\n", "ALLOW\n");   /* supplementary */
+        roundtrip("CHECK org.example.grp.51.x\n", "DENY\n");
+        roundtrip("CHECK org.example.grp.050.x\n", "DENY\n");
+        start_session(1, 0, 0, NULL, 0);
+        roundtrip("CHECK org.example.home.0\n", "ALLOW\n");
+        roundtrip("CHECK org.example.home.00\n", "DENY\n");
+        roundtrip("CHECK org.example.grp.0.x\n", "ALLOW\n");
+        start_session(1, 4294967294u, 4000000000u, NULL, 0);
+        roundtrip("CHECK org.example.home.4294967294\n", "ALLOW\n");
+        roundtrip("CHECK org.example.home.4294967295\n", "DENY\n");
+        roundtrip("CHECK org.example.home.-2\n", "DENY\n");
+        roundtrip("CHECK org.example.grp.4000000000.x\n", "ALLOW\n");
+        roundtrip("CHECK org.example.home.42949672940\n", "DENY\n");
+}
+END_TEST
+
+/* A rule without id is named FILE:LINE with FILE escaped so that the
+ * reference holds no space or control byte and never reads as "id:..." or
+ * "default". */
+START_TEST(test_proto_ref) {
+        char buf[64];
+        Verdict v = { .file = "/etc/a b%\n\xc3\xa9.conf", .line = 12 };
+        ck_assert_uint_eq(proto_ref(&v, buf, sizeof(buf)), strlen("/etc/a%20b%25%0A%C3%A9.conf:12"));
+        ck_assert_str_eq(buf, "/etc/a%20b%25%0A%C3%A9.conf:12");
+        v.file = "id:x";
+        proto_ref(&v, buf, sizeof(buf));
+        ck_assert_str_eq(buf, "%69d:x:12");
+        v.file = "default";
+        proto_ref(&v, buf, sizeof(buf));
+        ck_assert_str_eq(buf, "%64efault:12");
+        v.file = "defaults";
+        proto_ref(&v, buf, sizeof(buf));
+        ck_assert_str_eq(buf, "defaults:12");
+        v.id = "r1";
+        proto_ref(&v, buf, sizeof(buf));
+        ck_assert_str_eq(buf, "id:r1");
+        v = (Verdict){ .by_default = true };
+        proto_ref(&v, buf, sizeof(buf));
+        ck_assert_str_eq(buf, "default");
+        v = (Verdict){ .file = "/a/very/long/path/that/does/not/fit/in/the/buffer/at/all.conf", .line = 1 };
+        ck_assert_uint_eq(proto_ref(&v, buf, 20), 0);
+}
+END_TEST
+
 START_TEST(test_check_uses_session_identity) {
         /* Another identity on the same policy: the uid and group rules no longer match. */
         static const gid_t g[] = { 4, 100 };
@@ -401,6 +484,20 @@ static const ErrCase err_cases[] = {
         E("CHECK-PEER ", PROTO_BAD_REQUEST),
         E("CHECK-PEER a b", PROTO_BAD_REQUEST),
         E("CHECK-PEER a*", PROTO_BAD_ACTION),
+        /* EXPLAIN and EXPLAIN-PEER: the same grammar, the same errors */
+        E("explain a", PROTO_UNKNOWN_COMMAND),
+        E("EXPLAINS a", PROTO_UNKNOWN_COMMAND),
+        E("EXPLAIN-PEERS a", PROTO_UNKNOWN_COMMAND),
+        E("EXPLAIN", PROTO_BAD_REQUEST),
+        E("EXPLAIN ", PROTO_BAD_REQUEST),
+        E("EXPLAIN a b", PROTO_BAD_REQUEST),
+        E("EXPLAIN  a", PROTO_BAD_REQUEST),
+        E("EXPLAIN a*", PROTO_BAD_ACTION),
+        E("EXPLAIN a{uid}", PROTO_BAD_ACTION),
+        E("EXPLAIN a\x80", PROTO_BAD_REQUEST),
+        E("EXPLAIN-PEER", PROTO_BAD_REQUEST),
+        E("EXPLAIN-PEER a b", PROTO_BAD_REQUEST),
+        E("EXPLAIN-PEER *", PROTO_BAD_ACTION),
 };
 #undef E
 
@@ -1196,6 +1293,31 @@ START_TEST(test_peer_decides_for_fd_peer) {
 }
 END_TEST
 
+START_TEST(test_explain_peer) {
+        int fd = dup(pair[0]);
+        char want[64];
+        /* The peer (this process) gets its own {uid}, not the session's 1000. */
+        snprintf(want, sizeof(want), "CHECK-PEER org.example.home.%u\n", (unsigned) getuid());
+        ck_assert_int_ge(feed_fds(want, &fd, 1, false), 1);
+        expect_out("ALLOW\n");
+        fd = dup(pair[0]);
+        ck_assert_int_ge(feed_fds("EXPLAIN-PEER org.example.home.1000\n", &fd, 1, false), 1);
+        expect_out("DENY default\n");
+        ck_assert(!fd_is_open(fd));
+        fd = dup(pair[0]);
+        ck_assert_int_ge(feed_fds("EXPLAIN-PEER org.example.why.deny\n", &fd, 1, false), 1);
+        expect_out("DENY id:no-bob-backup -- Backups run from the ops rota; ask #ops -- or not\n");
+        roundtrip("EXPLAIN-PEER org.example.allow\n", "ERR bad-peer-fd\n");
+}
+END_TEST
+
+START_TEST(test_nonbroker_explain_peer_refused) {
+        roundtrip("EXPLAIN org.example.uid\n", "ALLOW test.conf:1\n");
+        roundtrip("EXPLAIN-PEER org.example.allow\n", "ERR not-a-broker\n");
+        ck_assert(session.closing);
+}
+END_TEST
+
 START_TEST(test_peer_fd_on_last_line_of_chunk) {
         int fd = dup(pair[0]);
         ck_assert_int_ge(feed_fds("PING\nCHECK-PEER org.example.allow\n", &fd, 1, false), 2);
@@ -1317,6 +1439,9 @@ static Suite *session_suite(void) {
         tcase_add_test(tc, test_whoami_large_ids);
         tcase_add_test(tc, test_whoami_many_groups);
         tcase_add_test(tc, test_check_allow_deny);
+        tcase_add_test(tc, test_explain);
+        tcase_add_test(tc, test_placeholders);
+        tcase_add_test(tc, test_proto_ref);
         tcase_add_test(tc, test_check_uses_session_identity);
         tcase_add_test(tc, test_check_default_allow);
         tcase_add_test(tc, test_check_action_alphabet);
@@ -1327,6 +1452,7 @@ static Suite *session_suite(void) {
         tc = tcase_create("check-peer");
         tcase_add_checked_fixture(tc, peer_setup, peer_teardown);
         tcase_add_test(tc, test_peer_decides_for_fd_peer);
+        tcase_add_test(tc, test_explain_peer);
         tcase_add_test(tc, test_peer_fd_on_last_line_of_chunk);
         tcase_add_test(tc, test_peer_fd_with_partial_line);
         tcase_add_test(tc, test_peer_missing_fd);
@@ -1343,6 +1469,7 @@ static Suite *session_suite(void) {
         tcase_add_checked_fixture(tc, nonbroker_setup, peer_teardown);
         tcase_add_test(tc, test_nonbroker_check_peer_refused);
         tcase_add_test(tc, test_nonbroker_check_peer_without_fd);
+        tcase_add_test(tc, test_nonbroker_explain_peer_refused);
         tcase_add_test(tc, test_nonbroker_check_peer_fd_closed);
         tcase_add_test(tc, test_nonbroker_grammar_first);
         tcase_add_test(tc, test_nonbroker_fd_on_ping);
