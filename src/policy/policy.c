@@ -69,6 +69,12 @@ typedef struct Index {
         Slot *slots;
         uint32_t mask;
         unsigned shift; /* slot = mix(hash) >> shift */
+        /* A one-hash Bloom filter of the keys, 16 bits per key: a lookup of
+         * a prefix or suffix length that holds no key of this action is one
+         * bit test in a small array instead of a probe sequence in the
+         * table. NULL for the exact index, which is probed once anyway. */
+        uint64_t *filter;
+        unsigned filter_shift; /* bit = mix2(hash) >> filter_shift */
 } Index;
 
 struct Policy {
@@ -164,6 +170,8 @@ static void policy_free(Policy *p) {
         free(p->exact.slots);
         free(p->prefix.slots);
         free(p->suffix.slots);
+        free(p->prefix.filter);
+        free(p->suffix.filter);
         free(p);
 }
 
@@ -376,7 +384,9 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
         return 0;
 }
 
-static int index_init(Index *x, size_t n) {
+#define FILTER_MUL 0x85ebca77u
+
+static int index_init(Index *x, size_t n, bool filter) {
         size_t size = 16;
         unsigned bits = 4;
         while (size < 2 * n) {
@@ -390,7 +400,27 @@ static int index_init(Index *x, size_t n) {
         for (size_t i = 0; i < size; i++)
                 x->slots[i].head = NONE;
         x->mask = (uint32_t) (size - 1);
+        if (filter) {
+                unsigned fbits = 6; /* 2^fbits bits: 16 per key, 64 to 2^24 */
+                while (fbits < 24 && (UINT64_C(1) << fbits) < 16 * (uint64_t) n)
+                        fbits++;
+                x->filter_shift = 32 - fbits;
+                x->filter = calloc((size_t) 1 << (fbits - 6), sizeof(uint64_t));
+                if (!x->filter)
+                        return -ENOMEM;
+        }
         return 0;
+}
+
+static inline void filter_add(Index *x, uint32_t hash) {
+        uint32_t b = (hash * FILTER_MUL) >> x->filter_shift;
+        x->filter[b >> 6] |= UINT64_C(1) << (b & 63);
+}
+
+/* May @x hold a key with this hash? false is certain. */
+static inline __attribute__((always_inline)) bool index_may_hold(const Index *x, uint32_t hash) {
+        uint32_t b = (hash * FILTER_MUL) >> x->filter_shift;
+        return (x->filter[b >> 6] >> (b & 63)) & 1;
 }
 
 static inline __attribute__((always_inline)) Slot *index_find(const Index *x, const char *strings, const char *key, uint32_t len, uint32_t hash) {
@@ -429,8 +459,8 @@ int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
                 n_pre += r->pattern == PATTERN_PREFIX;
                 n_suf += r->pattern == PATTERN_SUFFIX;
         }
-        if (index_init(&p->exact, p->n_rules - n_pre - n_suf) < 0 || index_init(&p->prefix, n_pre) < 0 ||
-            index_init(&p->suffix, n_suf) < 0)
+        if (index_init(&p->exact, p->n_rules - n_pre - n_suf, false) < 0 || index_init(&p->prefix, n_pre, true) < 0 ||
+            index_init(&p->suffix, n_suf, true) < 0)
                 return -ENOMEM;
 
         /* Walk backwards and push to the front: every chain ends up ascending. */
@@ -463,8 +493,10 @@ int policy_builder_finish(PolicyBuilder *b, Policy **ret_policy) {
                         *s = (Slot){ .hash = h, .len = len, .key = key, .head = NONE };
                 r->next = s->head;
                 s->head = (uint32_t) i;
-                if (lens)
+                if (lens) {
                         lens[len / 64] |= UINT64_C(1) << (len % 64);
+                        filter_add(x, h);
+                }
         }
 
         *ret_policy = TAKE_PTR(b->p);
@@ -563,12 +595,15 @@ static bool match_placeholders(const char *m, const char *s, const PeerCreds *id
         }
 }
 
-/* First rule of chain @head, before @best, that matches @action and @id. */
-static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id) {
+/* First rule of chain @head, before @best, that matches @action and @id.
+ * The first @skip characters of the action equal those of every pattern in
+ * the chain (a prefix chain's key is its patterns' literal prefix), so the
+ * match starts after them. */
+static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id, size_t skip) {
         for (uint32_t i = head; i != NONE && i < best; i = p->rules[i].next) {
                 const Rule *r = &p->rules[i];
-                if (r->pattern && (r->match != NONE ? !match_placeholders(p->strings + r->match, action, id)
-                                                    : fnmatch(p->strings + r->action, action, 0) != 0))
+                if (r->pattern && (r->match != NONE ? !match_placeholders(p->strings + r->match + skip, action + skip, id)
+                                                    : fnmatch(p->strings + r->action + skip, action + skip, 0) != 0))
                         continue;
                 if (subject_matches(p, r, id))
                         return i;
@@ -602,14 +637,16 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
                 return v;
 
         best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, pre[len])->head, best, action,
-                           id);
+                           id, 0);
         FOR_EACH_LEN(l, p->prefix_lens, len)
-                best = chain_first(p, index_find(&p->prefix, p->strings, action, (uint32_t) l, pre[l])->head, best,
-                                   action, id);
+                if (index_may_hold(&p->prefix, pre[l]))
+                        best = chain_first(p, index_find(&p->prefix, p->strings, action, (uint32_t) l, pre[l])->head,
+                                           best, action, id, l);
         FOR_EACH_LEN(l, p->suffix_lens, len) {
                 uint32_t h = pre[len] - pre[len - l] * hash_pow[l];
-                best = chain_first(p, index_find(&p->suffix, p->strings, action + len - l, (uint32_t) l, h)->head,
-                                   best, action, id);
+                if (index_may_hold(&p->suffix, h))
+                        best = chain_first(p, index_find(&p->suffix, p->strings, action + len - l, (uint32_t) l, h)->head,
+                                           best, action, id, 0);
         }
 
         if (best == NONE) {
