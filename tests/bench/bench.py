@@ -46,6 +46,11 @@ CELLS = [
 
 ALLOWED = "bench.allowed"  # allowed by the last rule of every generated policy
 NOMATCH = "org.pkgnone.act0"  # no exact rule and no pattern matches: default deny
+OWNER_PATTERN = "org.pkgowner.home.{uid}"  # in the owner-scoped policy: allowed to anyone for their own uid
+
+
+def owner_action(uid):
+    return f"org.pkgowner.home.{uid}"
 
 # Targets of issue 5 ("Targets").
 T_RPS_VS_REF = 0.8
@@ -108,10 +113,20 @@ def pattern(j, pkg):
     return f"org.pkg{pkg}.*"
 
 
-def write_policy(path, n_rules, n_patterns, uid):
+def owner_pattern(j, pkg):
+    """Pattern j of an owner-scoped policy (issue 13): mostly {uid}, some {gid}."""
+    if j % 20 == 10:
+        return f"org.pkg{pkg}.{{gid}}.read"
+    return f"org.pkg{pkg}.home.{{uid}}"
+
+
+def write_policy(path, n_rules, n_patterns, uid, placeholders=False):
     """n_rules rules in all: n_rules - 1 generated ones (n_patterns of them
-    patterns, spread evenly), then the one rule that allows ALLOWED, last, so
-    that no lookup can stop early by scanning in order."""
+    patterns, spread evenly; owner-scoped ones with {uid}/{gid} when
+    @placeholders), then the one rule that allows ALLOWED, last, so that no
+    lookup can stop early by scanning in order. With @placeholders, the rule
+    before it allows OWNER_PATTERN to anyone, so OWNER_ACTION(uid) is allowed
+    for the benchmark's own uid alone."""
     every = (n_rules - 1) // n_patterns if n_patterns else 0
     j = 0
     with open(path, "w") as f:
@@ -120,12 +135,14 @@ def write_policy(path, n_rules, n_patterns, uid):
         for i in range(n_rules - 1):
             pkg, act = divmod(i, 10)
             if every and i % every == every // 2 and j < n_patterns:
-                action = pattern(j, pkg)
+                action = owner_pattern(j, pkg) if placeholders else pattern(j, pkg)
                 j += 1
             else:
                 action = f"org.pkg{pkg}.act{act}"
             effect = "deny" if i % 3 == 0 else "allow"
             f.write(f'  {{ action = "{action}"; effect = "{effect}"; {subject(i)} }},\n')
+        if placeholders:
+            f.write(f'  {{ action = "{OWNER_PATTERN}"; effect = "allow"; anyone = true; }},\n')
         f.write(f'  {{ action = "{ALLOWED}"; effect = "allow"; uids = ["{uid}"]; }}\n);\n')
     assert j == n_patterns
     os.chmod(path, 0o644)
@@ -278,7 +295,7 @@ class Bench:
 
     def policy(self, name, n_rules, n_patterns):
         path = os.path.join(self.work, f"{name}.conf")
-        write_policy(path, n_rules, n_patterns, self.uid)
+        write_policy(path, n_rules, n_patterns, self.uid, placeholders=name.endswith("-u"))
         return path
 
     def start_credgated(self, name, conf, extra=(), prefix=(), bench_settings=True):
@@ -533,6 +550,7 @@ class Bench:
             ("p100k", "100,000 rules", 100000, 0),
             ("p10k-w", "10,000 rules, 1,000 patterns", 10000, 1000),
             ("p100k-w", "100,000 rules, 1,000 patterns", 100000, 1000),
+            ("p100k-u", "100,000 rules, 1,000 {uid}/{gid} patterns", 100000, 1000),
         ]
         confs = {key: self.policy(key, n, pat) for key, _label, n, pat in policies}
 
@@ -543,7 +561,8 @@ class Bench:
         log("policy_check() alone, in a loop (policy-cost)")
         cost = {}
         for key, *_ in policies:
-            r = subprocess.run([self.policy_cost, confs[key], ALLOWED, NOMATCH], stdout=subprocess.PIPE,
+            extra = [owner_action(self.uid)] if key.endswith("-u") else []
+            r = subprocess.run([self.policy_cost, confs[key], ALLOWED, NOMATCH] + extra, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, check=True)
             cost[key] = [float(line.split()[1]) for line in r.stdout.splitlines()]
         lint_s = {}
@@ -573,6 +592,9 @@ class Bench:
             t = next(x for x in targets if x["key"] == key)
             targets.append(dict(t, key=key + ":nomatch", label=t["label"] + f", {NOMATCH}", action=NOMATCH,
                                 expect="DENY"))
+        t = next(x for x in targets if x["key"] == "p100k-u")
+        targets.append(dict(t, key="p100k-u:owner", label=t["label"] + f", {owner_action(self.uid)}",
+                            action=owner_action(self.uid), expect="ALLOW"))
         for t in targets:  # every server gives the expected answer before anything is timed
             self.load(t["server"].sock, ["--requests", "1", "--action", t["action"], "--expect", t["expect"]])
             if t["key"] == "ref" and t["action"] != ALLOWED:
@@ -681,6 +703,9 @@ class Bench:
                     f">= {T_SIZE_EXACT} x", ge, T_SIZE_EXACT)
         self.family("100,000 rules + 1,000 patterns: decisions/s vs 10 rules",
                     [(f"{cell} {key}", self.cell(cell, key)["rps_vs_p10"]) for key in ("p100k-w", "p100k-w:nomatch")
+                     for cell in all_cells], f">= {T_SIZE_WILD} x", ge, T_SIZE_WILD)
+        self.family("100,000 rules + 1,000 {uid}/{gid} patterns: decisions/s vs 10 rules",
+                    [(f"{cell} {key}", self.cell(cell, key)["rps_vs_p10"]) for key in ("p100k-u", "p100k-u:owner")
                      for cell in all_cells], f">= {T_SIZE_WILD} x", ge, T_SIZE_WILD)
         errs = sum(c["errors"] for c in self.cells)
         self.fig("matrix: errors and wrong answers in all cells", errs, "", "0", errs == 0)
@@ -818,7 +843,8 @@ class Bench:
         p("policy_check() alone (tests/bench/policy-cost, no sockets), ns per decision:")
         p(f"  {'':<30} {ALLOWED:>16} {NOMATCH:>18}")
         for key, label, n, pat in i["policies"]:
-            p(f"  {label:<30} {i['cost'][key][0]:16.1f} {i['cost'][key][1]:18.1f}")
+            owner = (f"   {owner_action(self.uid)}: {i['cost'][key][2]:.1f}" if len(i["cost"][key]) > 2 else "")
+            p(f"  {label:<30} {i['cost'][key][0]:16.1f} {i['cost'][key][1]:18.1f}{owner}")
         p("")
         p("Policy load (start to first answer), credgated -t, memory:")
         for key, label, n, pat in i["policies"]:

@@ -19,7 +19,12 @@ actions. For every (policy, identity, action) case three answers must agree:
      decides; '*' matches any run of characters.
 
 About a third of the rules carry an id, which eval names after FILE:LINE
-and the model must name too.
+and the model must name too; about a third carry a message (printable
+ASCII with quotes, backslashes, " -- " and verdict words), and some actions
+hold the placeholders {uid} and {gid}, filled in the questions with each
+identity's own numbers, a neighbour or another id. Every action is also
+asked with EXPLAIN on the same connection, whose reply (verdict, rule
+reference, message) must be exactly the model's (issue 13).
 
 Every policy's cases also become a test file for credgate test (issue 12):
 each case expects the model's decision and names the model's deciding rule
@@ -155,11 +160,49 @@ def model_broker(pol, uid, gid, groups):
     return subject_matches(pol["brokers"], uid, gid, groups)
 
 
+PLACEHOLDER_RE = re.compile(r"(\{uid\}|\{gid\}|\*)")
+
+
+def action_matches(pattern, s, uid, gid, groups):
+    """docs/policy.md: '*' any run of characters, {uid} exactly the uid as a
+    decimal number, {gid} any gid held (primary or supplementary). Read
+    literally as a regular expression; without placeholders, glob_match."""
+    if "{" not in pattern:
+        return glob_match(pattern, s)
+    rx = ""
+    for tok in PLACEHOLDER_RE.split(pattern):
+        if tok == "*":
+            rx += ".*"
+        elif tok == "{uid}":
+            rx += str(uid)
+        elif tok == "{gid}":
+            rx += "(?:" + "|".join(str(g) for g in sorted({gid} | set(groups))) + ")"
+        else:
+            rx += re.escape(tok)
+    return re.fullmatch(rx, s, re.S) is not None
+
+
+def escape_ref_path(path):
+    """docs/protocol.md, EXPLAIN: bytes outside '!'..'~' and '%' as %XX."""
+    b = path.encode()
+    out = "".join(chr(c) if 0x21 <= c <= 0x7E and c != 0x25 else f"%{c:02X}" for c in b)
+    if path.startswith("id:") or path == "default":
+        out = f"%{b[0]:02X}" + out[1:]
+    return out
+
+
 def model_decide(rules, default, uid, gid, groups, action):
+    """(decision, eval's 'by', EXPLAIN's reply line, message or None,
+    whether the deciding rule has placeholders)."""
     for path, line, r in rules:
-        if glob_match(r["action"], action) and subject_matches(r, uid, gid, groups):
-            return r["effect"].upper(), f"{path}:{line}" + (f" ({r['id']})" if "id" in r else "")
-    return (default or "deny").upper(), "default"
+        if action_matches(r["action"], action, uid, gid, groups) and subject_matches(r, uid, gid, groups):
+            dec = r["effect"].upper()
+            ref = f"id:{r['id']}" if "id" in r else f"{escape_ref_path(path)}:{line}"
+            msg = r.get("message")
+            return (dec, f"{path}:{line}" + (f" ({r['id']})" if "id" in r else ""),
+                    f"{dec} {ref}" + (f" -- {msg}" if msg else ""), msg, "{" in r["action"])
+    dec = (default or "deny").upper()
+    return dec, "default", f"{dec} default", None, False
 
 
 # ---------------------------------------------------------------------------
@@ -175,6 +218,7 @@ USER_NAMES = ["root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mai
 GROUP_NAMES = ["root", "daemon", "bin", "sys", "adm", "tty", "disk", "lp", "mail", "staff", "users", "nogroup",
                "backup", "operator", "src", "sudo"]
 UNKNOWN_NAMES = ["cg-no-such-name", "ghsot"]
+MESSAGE_CHARS = "".join(chr(c) for c in range(0x20, 0x7F))
 DROPIN_NAMES = ["10-site.conf", "20-m.conf", "3-num.conf", "50-vendor.conf", "200-num.conf", "Z-up.conf",
                 "a-low.conf", "x.conf"]
 SKIPPED_NAMES = ["README", "60-z.conf.disabled", ".hidden.conf", "70-upper.CONF"]
@@ -225,9 +269,24 @@ class Gen:
         letters overlap in every way (prefix, suffix and middle pieces)."""
         return "".join(self.rng.choice(chars) for _ in range(self.rng.randint(1, 6)))
 
+    def placeholder_action(self):
+        """An owner-scoped pattern: {uid} or {gid} between separators, and
+        perhaps '*' elsewhere."""
+        r = self.rng
+        ph = r.choice(["{uid}", "{uid}", "{gid}"])
+        w = self.word(1, 6).strip("*") or "a"
+        shapes = [f"{w}.{ph}", f"{ph}.{w}", f"{w}.{ph}.{self.word(1, 4)}", f"{w}.{ph}.*", f"*.{ph}",
+                  f"{w}.{ph}/{{gid}}" if ph == "{uid}" else f"{ph}:{w}.{ph}"]
+        return r.choice(shapes)[:255]
+
     def rule_action(self):
         r = self.rng
         k = r.random()
+        if k < 0.12:
+            a = self.placeholder_action()
+            if len(a) <= 255 and not re.search(r"[0-9*]\{|\}[0-9*{]", a):
+                return a
+            k = 0.5
         if k < 0.2:
             return self.tiny("ab*")
         if k < 0.23:
@@ -282,12 +341,24 @@ class Gen:
             rule["anyone"] = False  # matches nobody, is no subject by itself
         return rule
 
+    def message(self):
+        r = self.rng
+        k = r.random()
+        if k < 0.1:
+            return "".join(r.choice(MESSAGE_CHARS) for _ in range(200))
+        if k < 0.4:
+            return r.choice(["ALLOW", "DENY", "ERR bad-request", " -- ", "id:x", "default", "\\", '"', " "]) + \
+                r.choice(["", " -- x", " ALLOW"])
+        return "".join(r.choice(MESSAGE_CHARS) for _ in range(r.randint(1, 40)))
+
     def rules(self, lo, hi):
         out = [self.rule() for _ in range(self.rng.randint(lo, hi))]
         for rule in out:
             if self.rng.random() < 0.3:  # an id: the action grammar, no '*', unique
                 self.n_ids += 1
                 rule["id"] = self.tiny(ALPHABET).replace("*", "") + f"-{self.n_ids}"
+            if self.rng.random() < 0.3:
+                rule["message"] = self.message()
         return out
 
     def policy(self):
@@ -343,14 +414,37 @@ class Gen:
         self.pool_ids = sorted({i for uid, gid, groups in out for i in [uid, gid] + groups})
         return out
 
-    def actions(self, rules, n):
+    def fill_placeholders(self, a, ident):
+        """{uid} and {gid} as the asking identity's numbers, mostly; else a
+        neighbour, a leading zero or any id of the pool."""
+        r = self.rng
+        uid, gid, groups = ident
+
+        def num(own):
+            k = r.random()
+            if k < 0.7:
+                return str(own)
+            if k < 0.8:
+                return str(min(ID_MAX + 1, own + 1))
+            if k < 0.85:
+                return "0" + str(own)
+            return str(r.choice(self.pool_ids or [0]))
+
+        a = a.replace("{uid}", num(uid), 1) if r.random() < 0.5 else a
+        while "{uid}" in a:
+            a = a.replace("{uid}", num(uid), 1)
+        while "{gid}" in a:
+            a = a.replace("{gid}", num(r.choice([gid] + list(groups))), 1)
+        return a
+
+    def actions(self, rules, n, ident=(0, 0, [])):
         """Actions that the policy's patterns match, almost match, or not."""
         r = self.rng
         out = []
         while len(out) < n:
             k = r.random()
             if rules and k < 0.7:
-                a = r.choice(rules)[2]["action"]
+                a = self.fill_placeholders(r.choice(rules)[2]["action"], ident)
                 # fill each '*' with nothing or a few characters
                 a = "".join(c if c != "*" else "".join(r.choice(ALPHABET) for _ in range(r.choice([0, 0, 1, 2, 5])))
                             for c in a)
@@ -396,6 +490,8 @@ def render_rules(rules, rng, start_line):
         parts = [f"action = {q(rule['action'])};", f"effect = {q(rule['effect'])};"]
         if "id" in rule:
             parts.append(f"id = {q(rule['id'])};")
+        if "message" in rule:
+            parts.append("message = \"" + rule["message"].replace("\\", "\\\\").replace('"', '\\"') + "\";")
         for key in ("users", "groups", "uids", "gids"):
             if key in rule:
                 o, c = ("[", "]") if rng.random() < 0.7 else ("(", ")")
@@ -556,9 +652,11 @@ class Worker:
             try:
                 c = cgtest.Client(sock, timeout=10)
                 try:
-                    c.send(("WHOAMI\n" + "".join(f"CHECK {a}\n" for a in actions) + "CHECK-PEER x\n").encode())
+                    c.send(("WHOAMI\n" + "".join(f"CHECK {a}\nEXPLAIN {a}\n" for a in actions)
+                            + "CHECK-PEER x\n").encode())
                     who = c.readline().decode().rstrip("\n")
-                    dec = [c.readline().decode().rstrip("\n") for _ in actions]
+                    dec = [(c.readline().decode().rstrip("\n"), c.readline().decode().rstrip("\n"))
+                           for _ in actions]
                     res = ("ok", (who, dec, c.readline().decode().rstrip("\n")))
                 finally:
                     c.close()
@@ -649,7 +747,8 @@ def eval_cmd(root, uid, gid, groups, actions, prog=None):
     return cmd
 
 
-EVAL_RE = re.compile(r"^(ALLOW|DENY) (\S+) by (\S+(?: \(\S+\))?)$")  # FILE:LINE, then the rule's id if any
+# FILE:LINE, then the rule's id if any, then the rule's message if any
+EVAL_RE = re.compile(r"^(ALLOW|DENY) (\S+) by (\S+(?: \(\S+\))?)(?:: ([ -~]{1,200}))?$")
 
 
 def parse_eval(proc_out, rc, err, actions):
@@ -663,8 +762,8 @@ def parse_eval(proc_out, rc, err, actions):
         m = EVAL_RE.match(line)
         if not m or m.group(2) != a:
             raise AssertionError(f"credgate eval: unexpected line {line!r} for action {a!r}")
-        out.append((m.group(1), m.group(3)))
-    want_rc = 0 if all(d == "ALLOW" for d, _ in out) else 1
+        out.append((m.group(1), m.group(3), m.group(4)))
+    want_rc = 0 if all(d == "ALLOW" for d, *_ in out) else 1
     if rc != want_rc:
         raise AssertionError(f"credgate eval exited {rc}, expected {want_rc} for:\n{proc_out}")
     return out
@@ -778,7 +877,7 @@ def test_file_cases(cases, rules, rng):
     expectation on purpose."""
     names = [f"{path}:{line}" for path, line, _ in rules] + ["default"]
     out, wrong = ["cases = ("], set()
-    for i, (uid, gid, groups, action, (dec, by)) in enumerate(cases):
+    for i, (uid, gid, groups, action, (dec, by, *_)) in enumerate(cases):
         m = re.match(r"^(\S+)(?: \((\S+)\))?$", by)
         where, rid = m.group(1), m.group(2)
         rule = rid if rid and rng.random() < 0.5 else where
@@ -822,7 +921,10 @@ def check_credgate_test(h, pol, cases, rng):
 
 
 def disagrees(d, e, m):
-    return not (d == e[0] == m[0] and e[1] == m[1])
+    """@d: the daemon's (CHECK, EXPLAIN) replies; @e: eval's (decision, by,
+    message); @m: the model's (decision, by, EXPLAIN line, message)."""
+    return not (d[0] == e[0] == m[0] and e[1] == m[1] and e[2] == m[3] and d[1] == m[2])
+
 
 
 def rule_lists(pol):
@@ -956,7 +1058,7 @@ class TestDifferential(unittest.TestCase):
 
         t0 = time.monotonic()
         cases = identities = test_runs = 0
-        stats = {"ALLOW": 0, "DENY": 0, "default": 0}
+        stats = {"ALLOW": 0, "DENY": 0, "default": 0, "placeholder": 0, "message": 0}
         failure = None
         for n in range(n_policies):
             if n % POLICIES_PER_ROUND == 0:
@@ -972,13 +1074,15 @@ class TestDifferential(unittest.TestCase):
                 workers += [Worker(h.daemon.socket, *ident) for ident in idents]
                 identities += len(workers)
             rules = model_rules(pol, root)
-            batches = [gen.actions(rules, ACTIONS_PER_ID) for _ in workers]
+            batches = [gen.actions(rules, ACTIONS_PER_ID, w.ident) for w in workers]
             test_cases = []
             for w, actions, (d, e, m) in zip(workers, batches, h.answers_batch(pol, workers, batches)):
                 test_cases += [(*w.ident, a, m[i]) for i, a in enumerate(actions)]
                 for i, a in enumerate(actions):
                     cases += 1
                     stats[m[i][0]] += 1
+                    stats["placeholder"] += m[i][4]
+                    stats["message"] += m[i][3] is not None
                     stats["default"] += m[i][1] == "default"
                     if failure is None and disagrees(d[i], e[i], m[i]):
                         failure = (pol, pseed, w.ident, a, n)
@@ -991,14 +1095,19 @@ class TestDifferential(unittest.TestCase):
         close_workers()
         took = time.monotonic() - t0
         note(f"{cases} cases ({n + 1} policies, {identities} identities, {h.reloads} reloads) in {took:.1f} s; "
-             f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default; "
+             f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default, "
+             f"{stats['placeholder']} by rules with {{uid}}/{{gid}}, {stats['message']} with a message; "
              f"credgate test agreed on {test_runs} test files")
 
+        if not failure and want_cases >= 2000:
+            # A run that never reaches these proves nothing about them.
+            self.assertGreater(stats["placeholder"], want_cases // 200, stats)
+            self.assertGreater(stats["message"], want_cases // 50, stats)
         if failure:
             pol, pseed, ident, action, n = failure
             d, e, m = h.answers(pol, *ident, [action])
-            first = (f"first seen as: daemon {d[0]}, eval {e[0][0]} by {e[0][1]}, "
-                     f"model {m[0][0]} by {m[0][1]}")
+            first = (f"first seen as: daemon {d[0][0]} / {d[0][1]!r}, eval {e[0][0]} by {e[0][1]}: {e[0][2]!r}, "
+                     f"model {m[0][0]} by {m[0][1]} / {m[0][2]!r}")
             pol, ident = shrink(h, pol, pseed, ident, action)
             d, e, m = h.answers(pol, *ident, [action])
             uid, gid, groups = ident
@@ -1006,9 +1115,11 @@ class TestDifferential(unittest.TestCase):
                       f"{policy_text(pol, root)}\n"
                       f"--- identity: uid={uid} gid={gid} groups={','.join(map(str, groups))}\n"
                       f"--- action: {action}\n"
-                      f"daemon CHECK:   {d[0]}\n"
-                      f"credgate eval:  {e[0][0]} by {e[0][1]}\n"
-                      f"model:          {m[0][0]} by {m[0][1]}\n"
+                      f"daemon CHECK:   {d[0][0]}\n"
+                      f"daemon EXPLAIN: {d[0][1]}\n"
+                      f"credgate eval:  {e[0][0]} by {e[0][1]}: {e[0][2]!r}\n"
+                      f"model:          {m[0][0]} by {m[0][1]}: {m[0][3]!r}\n"
+                      f"model EXPLAIN:  {m[0][2]}\n"
                       f"eval command: {shlex.join(eval_cmd(root, uid, gid, groups, [action]))}\n"
                       f"(the temp dir is removed; its files are printed above)")
         h.stop()
