@@ -292,7 +292,8 @@ void help_eval(void) {
                "      --groups LIST   supplementary groups: comma-separated names or ids ('' for none)\n"
                "  -h, --help          show this help\n\n"
                "Prints 'ALLOW ACTION by FILE:LINE' or 'DENY ACTION by FILE:LINE' for the first\n"
-               "matching rule, or 'ALLOW ACTION by default' / 'DENY ACTION by default'.\n"
+               "matching rule (then ' (ID)' and ': MESSAGE' when the rule has them), or\n"
+               "'ALLOW ACTION by default' / 'DENY ACTION by default'.\n"
                "Policy errors and warnings go to stderr; the daemon's file ownership checks\n"
                "are not applied. No daemon is contacted.\n"
                "Exit status: 0 when every ACTION is allowed, 1 when any is denied, 2 on error.\n",

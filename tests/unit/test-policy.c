@@ -678,9 +678,8 @@ START_TEST(test_verdict_names_the_rule) {
 END_TEST
 
 START_TEST(test_messages) {
-        char long_msg[POLICY_MESSAGE_MAX + 2];
-        memset(long_msg, 'm', sizeof(long_msg) - 1);
-        long_msg[POLICY_MESSAGE_MAX] = '\0';
+        char long_msg[POLICY_MESSAGE_MAX + 2] = {}; /* 200 'm', then 201 'm' below: always terminated */
+        memset(long_msg, 'm', POLICY_MESSAGE_MAX);
         load("rules = (\n"
              "  { id = \"no-bob\"; action = \"a\"; effect = \"deny\"; uids = [\"1\"]; message = \"Ask #ops; \\\"not\\\" me -- ok\"; },\n"
              "  { action = \"b\"; effect = \"allow\"; anyone = true; message = \"%s\"; },\n"
