@@ -47,7 +47,7 @@ int finish_output(int status);
 #define MAX_RULE_DIRS 64
 
 /* Long options of eval and test without a short form. */
-enum { OPT_USER = 0x100, OPT_UID, OPT_GID, OPT_GROUPS, OPT_RULES_DIR, OPT_COVERAGE, OPT_JUNIT };
+enum { OPT_USER = 0x100, OPT_UID, OPT_GID, OPT_GROUPS, OPT_RULES_DIR, OPT_COVERAGE, OPT_JUNIT, OPT_CONSOLE, OPT_SEAT };
 
 /* Which policy to load: -c and --rules-dir. */
 typedef struct PolicyArgs {
@@ -93,6 +93,29 @@ typedef struct IdentityRequest {
  * Return: 0 and *ret (free with peer_creds_done()), or -1 and the message in @err.
  */
 int resolve_identity(const IdentityRequest *q, PeerCreds *ret, char *err, size_t size);
+
+/*
+ * A simulated login state for console conditions: the identity judged holds
+ * @level on @seat and no session on any other seat. Without one, eval and
+ * test judge as on a machine without seats (level none).
+ */
+typedef struct ConsoleSim {
+        ConsoleLevel level;
+        const char *seat; /* NULL: "seat0" */
+        bool given;       /* --console was given */
+} ConsoleSim;
+
+/* Take --console or --seat. Return: 1 when @opt is neither, 0, or EXIT_ERROR after a usage error. */
+int console_option(const Command *cmd, ConsoleSim *sim, int opt, const char *arg);
+
+/* Check --seat against --console once all options are read. Return: 0, or EXIT_ERROR after a usage error. */
+int console_options_done(const Command *cmd, const ConsoleSim *sim);
+
+/* The Console that answers from @sim (which must outlive it). */
+Console console_sim(const ConsoleSim *sim);
+
+/* "active on seat0", "present on seat1", "none". */
+const char *console_sim_describe(const ConsoleSim *sim, char *buf, size_t size);
 
 /* How a verdict names its cause: the rule's id, else FILE:LINE, else "default". */
 const char *verdict_by(const Verdict *v, char *buf, size_t size);

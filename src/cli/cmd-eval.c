@@ -155,6 +155,45 @@ int policy_option(const Command *cmd, PolicyArgs *a, int opt, const char *arg) {
         }
 }
 
+int console_option(const Command *cmd, ConsoleSim *sim, int opt, const char *arg) {
+        switch (opt) {
+        case OPT_CONSOLE:
+                if (console_level_from_name(arg, &sim->level) < 0)
+                        return usage_error(cmd, "--console: '%s' is not active, present or none", arg);
+                sim->given = true;
+                return 0;
+        case OPT_SEAT:
+                if (!policy_seat_valid(arg))
+                        return usage_error(cmd, "--seat: '%s' is not a seat name (such as seat0)", arg);
+                sim->seat = arg;
+                return 0;
+        default:
+                return 1;
+        }
+}
+
+int console_options_done(const Command *cmd, const ConsoleSim *sim) {
+        if (sim->seat && (!sim->given || sim->level == CONSOLE_NONE))
+                return usage_error(cmd, "--seat needs --console active or --console present");
+        return 0;
+}
+
+static int sim_level(void *userdata, uint32_t uid, const char *seat) {
+        const ConsoleSim *sim = userdata;
+        return !seat || strcmp(seat, sim->seat ? sim->seat : "seat0") == 0 ? (int) sim->level : CONSOLE_NONE;
+}
+
+Console console_sim(const ConsoleSim *sim) {
+        return (Console){ .level = sim_level, .userdata = (void *) sim };
+}
+
+const char *console_sim_describe(const ConsoleSim *sim, char *buf, size_t size) {
+        if (sim->level == CONSOLE_NONE)
+                return "none";
+        snprintf(buf, size, "%s on %s", console_level_name(sim->level), sim->seat ? sim->seat : "seat0");
+        return buf;
+}
+
 /*
  * Load the policy the way the daemon does (drop-in folders, then the main
  * file), minus its ownership checks: an admin may try a draft policy from
@@ -279,7 +318,7 @@ const char *verdict_by(const Verdict *v, char *buf, size_t size) {
 
 void help_eval(void) {
         printf("Usage: credgate eval [-c FILE] [--rules-dir DIR]... (--user NAME | --uid N) [--gid N]\n"
-               "                     [--groups LIST] ACTION...\n"
+               "                     [--groups LIST] [--console LEVEL [--seat SEAT]] ACTION...\n"
                "Evaluate a policy offline, with the daemon's own policy code and the same files\n"
                "(drop-in folders, then the main file), and show for each ACTION the decision and\n"
                "the rule that decides it.\n\n"
@@ -290,10 +329,15 @@ void help_eval(void) {
                "      --uid N         evaluate for this uid; gid and groups from the user database\n"
                "      --gid N         primary group id (needed when the database does not know --uid)\n"
                "      --groups LIST   supplementary groups: comma-separated names or ids ('' for none)\n"
+               "      --console LEVEL simulate the identity's login state for console conditions:\n"
+               "                      active (the foreground session of a seat), present (a session\n"
+               "                      on a seat) or none (the default: as on a machine without seats)\n"
+               "      --seat SEAT     the seat of the simulated session (default seat0)\n"
                "  -h, --help          show this help\n\n"
                "Prints 'ALLOW ACTION by FILE:LINE' or 'DENY ACTION by FILE:LINE' for the first\n"
                "matching rule (then ' (ID)' and ': MESSAGE' when the rule has them), or\n"
-               "'ALLOW ACTION by default' / 'DENY ACTION by default'.\n"
+               "'ALLOW ACTION by default' / 'DENY ACTION by default'. With --console, a first\n"
+               "line 'console: LEVEL on SEAT (simulated)' says what was assumed.\n"
                "Policy errors and warnings go to stderr; the daemon's file ownership checks\n"
                "are not applied. No daemon is contacted.\n"
                "Exit status: 0 when every ACTION is allowed, 1 when any is denied, 2 on error.\n",
@@ -309,11 +353,15 @@ int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **argv) {
                 { "gid", required_argument, NULL, OPT_GID },
                 { "groups", required_argument, NULL, OPT_GROUPS },
                 { "rules-dir", required_argument, NULL, OPT_RULES_DIR },
+                { "console", required_argument, NULL, OPT_CONSOLE },
+                { "seat", required_argument, NULL, OPT_SEAT },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(policy_unrefp) Policy *policy = NULL;
         PolicyArgs pa = POLICY_ARGS_DEFAULT;
+        ConsoleSim sim = {};
+        char simbuf[POLICY_SEAT_MAX + 32];
         IdentityRequest q = {
                 .uid_label = "--uid",
                 .gid_label = "--gid",
@@ -329,7 +377,7 @@ int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **argv) {
         int opt, r;
 
         while ((opt = getopt_long(argc, argv, optstring, opts, NULL)) >= 0) {
-                if ((r = policy_option(cmd, &pa, opt, optarg)) != 1) {
+                if ((r = policy_option(cmd, &pa, opt, optarg)) != 1 || (r = console_option(cmd, &sim, opt, optarg)) != 1) {
                         if (r != 0)
                                 return r;
                         continue;
@@ -356,6 +404,8 @@ int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **argv) {
         }
         if (!q.user == !q.uid)
                 return usage_error(cmd, "give exactly one of --user NAME and --uid N");
+        if ((r = console_options_done(cmd, &sim)) != 0)
+                return r;
         if (*pa.config == '\0')
                 return usage_error(cmd, "--config: empty file name");
         if (optind >= argc)
@@ -378,8 +428,14 @@ int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **argv) {
         if ((r = load_policy(&pa, false, &policy)) != 0)
                 return r;
 
+        Console console = console_sim(&sim);
+        if (sim.given)
+                printf("console: %s (simulated)\n", console_sim_describe(&sim, simbuf, sizeof(simbuf)));
+        else if (policy_has_console(policy))
+                fprintf(stderr, "credgate: note: console conditions judged as without a session on any seat; "
+                                "simulate one with --console\n");
         for (int i = optind; i < argc; i++) {
-                Verdict v = policy_check(policy, argv[i], &id);
+                Verdict v = policy_check_console(policy, argv[i], &id, &console);
                 const char *what = v.decision == DECISION_ALLOW ? "ALLOW" : "DENY";
 
                 denied = denied || v.decision != DECISION_ALLOW;

@@ -34,6 +34,8 @@ typedef struct TestCase {
         size_t n_actions;
         Decision expect;
         char *rule; /* the rule that must decide (id, FILE:LINE or "default"), or NULL */
+        ConsoleSim console; /* the case's simulated login state (its seat points into seat) */
+        char *seat;
 } TestCase;
 
 typedef struct TestRun {
@@ -59,6 +61,7 @@ static void test_run_done(TestRun *t) {
                         free(c->actions[k]);
                 free(c->actions);
                 free(c->rule);
+                free(c->seat);
         }
         free(t->cases);
         *t = (TestRun){};
@@ -174,11 +177,13 @@ static bool rule_matches(const Verdict *v, const char *rule) {
         return strcmp(buf, rule) == 0;
 }
 
-static const char *const case_keys[] = { "user", "uid", "gid", "group", "groups", "gids",
-                                         "action", "actions", "expect", "rule" };
+static const char *const case_keys[] = { "user", "uid", "gid", "group", "groups", "gids", "action",
+                                         "actions", "expect", "rule", "console", "seat" };
 
-/* Parse case @s of @file into @t; errors are counted in @t. */
-static void parse_case(TestRun *t, const Policy *p, const char *file, const config_setting_t *s) {
+/* Parse case @s of @file into @t; errors are counted in @t. @sim is the login state of cases that
+ * give none. */
+static void parse_case(TestRun *t, const Policy *p, const ConsoleSim *sim, const char *file,
+                       const config_setting_t *s) {
         const config_setting_t *m[ELEMENTSOF(case_keys)] = {};
         _cleanup_free_ const char **groups = NULL, **gids = NULL, **actions = NULL;
         int line = config_setting_source_line(s);
@@ -215,7 +220,8 @@ static void parse_case(TestRun *t, const Policy *p, const char *file, const conf
                 str[k] = config_setting_get_string(e);
         }
         /* Indexes into case_keys. */
-        enum { K_USER, K_UID, K_GID, K_GROUP, K_GROUPS, K_GIDS, K_ACTION, K_ACTIONS, K_EXPECT, K_RULE };
+        enum { K_USER, K_UID, K_GID, K_GROUP, K_GROUPS, K_GIDS, K_ACTION, K_ACTIONS, K_EXPECT, K_RULE, K_CONSOLE, K_SEAT };
+        ConsoleSim console = *sim;
 
         n_groups = string_list(t, file, m[K_GROUPS], &groups);
         n_gids = string_list(t, file, m[K_GIDS], &gids);
@@ -266,6 +272,29 @@ static void parse_case(TestRun *t, const Policy *p, const char *file, const conf
                            "'expect' must be \"allow\" or \"deny\", not \"%s\"", str[K_EXPECT]);
                 return;
         }
+        if (str[K_CONSOLE]) {
+                if (console_level_from_name(str[K_CONSOLE], &console.level) < 0) {
+                        test_error(t, file, config_setting_source_line(m[K_CONSOLE]),
+                                   "'console' must be \"active\", \"present\" or \"none\", not \"%s\"",
+                                   str[K_CONSOLE]);
+                        return;
+                }
+                console.given = true;
+                console.seat = NULL;
+        }
+        if (str[K_SEAT]) {
+                if (!policy_seat_valid(str[K_SEAT])) {
+                        test_error(t, file, config_setting_source_line(m[K_SEAT]),
+                                   "'seat' must be a seat name such as \"seat0\", not \"%s\"", str[K_SEAT]);
+                        return;
+                }
+                if (!str[K_CONSOLE] || console.level == CONSOLE_NONE) {
+                        test_error(t, file, config_setting_source_line(m[K_SEAT]),
+                                   "'seat' needs 'console' \"active\" or \"present\" in the same case");
+                        return;
+                }
+                console.seat = str[K_SEAT];
+        }
         if (str[K_RULE] && !rule_named(p, str[K_RULE])) {
                 test_error(t, file, config_setting_source_line(m[K_RULE]),
                            "rule '%s' is not \"default\", a rule id or the FILE:LINE of a rule of the policy",
@@ -304,17 +333,22 @@ static void parse_case(TestRun *t, const Policy *p, const char *file, const conf
         }
         t->cases = v;
         TestCase *c = &t->cases[t->n_cases];
-        *c = (TestCase){ .file = file, .line = line, .id = id, .expect = expect };
+        *c = (TestCase){ .file = file, .line = line, .id = id, .expect = expect, .console = console };
         t->n_cases++;
-        if (str[K_USER] ? asprintf(&c->who, "user %s", str[K_USER]) < 0
-                        : asprintf(&c->who, "uid %u", (unsigned) id.uid) < 0)
+        char cdesc[POLICY_SEAT_MAX + 32], cbuf[POLICY_SEAT_MAX + 48] = "";
+        if (console.level != CONSOLE_NONE)
+                snprintf(cbuf, sizeof(cbuf), " (console %s)", console_sim_describe(&console, cdesc, sizeof(cdesc)));
+        if (str[K_USER] ? asprintf(&c->who, "user %s%s", str[K_USER], cbuf) < 0
+                        : asprintf(&c->who, "uid %u%s", (unsigned) id.uid, cbuf) < 0)
                 c->who = NULL;
+        c->seat = console.seat ? strdup(console.seat) : NULL;
+        c->console.seat = c->seat;
         c->actions = calloc((size_t) n_actions, sizeof(char *));
         c->n_actions = c->actions ? (size_t) n_actions : 0;
         for (size_t i = 0; i < c->n_actions; i++)
                 c->actions[i] = strdup(actions[i]);
         c->rule = str[K_RULE] ? strdup(str[K_RULE]) : NULL;
-        bool oom = !c->who || !c->actions || (str[K_RULE] && !c->rule);
+        bool oom = !c->who || !c->actions || (str[K_RULE] && !c->rule) || (console.seat && !c->seat);
         for (size_t i = 0; i < c->n_actions; i++)
                 oom = oom || !c->actions[i];
         if (oom)
@@ -322,7 +356,7 @@ static void parse_case(TestRun *t, const Policy *p, const char *file, const conf
 }
 
 /* Read the test file @file into @t; errors are counted in @t. */
-static void parse_test_file(TestRun *t, const Policy *p, const char *file) {
+static void parse_test_file(TestRun *t, const Policy *p, const ConsoleSim *sim, const char *file) {
         config_t cfg;
         const config_setting_t *root, *cases;
 
@@ -352,7 +386,7 @@ static void parse_test_file(TestRun *t, const Policy *p, const char *file) {
                            type_name(cases));
         else
                 for (int i = 0; i < config_setting_length(cases); i++)
-                        parse_case(t, p, file, config_setting_get_elem(cases, (unsigned) i));
+                        parse_case(t, p, sim, file, config_setting_get_elem(cases, (unsigned) i));
         config_destroy(&cfg);
 }
 
@@ -456,7 +490,7 @@ static int write_junit(const char *path, char **files, size_t n_files, const Tes
 
 void help_test(void) {
         printf("Usage: credgate test [-c FILE] [--rules-dir DIR]... [-v] [--coverage] [--junit FILE]\n"
-               "                     TESTFILE...\n"
+               "                     [--console LEVEL [--seat SEAT]] TESTFILE...\n"
                "Run the cases of each TESTFILE against a policy, loaded as 'credgate eval' loads\n"
                "it, and report the cases whose decision (or deciding rule) is not the expected one.\n\n"
                "  -c, --config FILE   policy file (default %s)\n"
@@ -465,6 +499,9 @@ void help_test(void) {
                "  -v, --verbose       show the cases that pass too\n"
                "      --coverage      list the rules no case reached, and the share of rules covered\n"
                "      --junit FILE    also write the results as JUnit XML to FILE\n"
+               "      --console LEVEL login state for console conditions in cases that give none:\n"
+               "                      active, present or none (the default: no session on a seat)\n"
+               "      --seat SEAT     the seat of that simulated session (default seat0)\n"
                "  -h, --help          show this help\n\n"
                "A test file (libconfig syntax) holds\n"
                "  cases = ( { user = \"backup\"; action = \"org.example.backup.run\"; expect = \"allow\";\n"
@@ -482,6 +519,8 @@ int cmd_test(const Context *ctx, const Command *cmd, int argc, char **argv) {
                 { "verbose", no_argument, NULL, 'v' },
                 { "coverage", no_argument, NULL, OPT_COVERAGE },
                 { "junit", required_argument, NULL, OPT_JUNIT },
+                { "console", required_argument, NULL, OPT_CONSOLE },
+                { "seat", required_argument, NULL, OPT_SEAT },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -489,6 +528,8 @@ int cmd_test(const Context *ctx, const Command *cmd, int argc, char **argv) {
         _cleanup_free_ TestResult *res = NULL;
         _cleanup_free_ bool *covered = NULL;
         PolicyArgs pa = POLICY_ARGS_DEFAULT;
+        ConsoleSim sim = {};
+        char simbuf[POLICY_SEAT_MAX + 32];
         const char *junit = NULL;
         bool verbose = false, coverage = false;
         TestRun t = {};
@@ -496,7 +537,7 @@ int cmd_test(const Context *ctx, const Command *cmd, int argc, char **argv) {
         int opt, r;
 
         while ((opt = getopt_long(argc, argv, optstring, opts, NULL)) >= 0) {
-                if ((r = policy_option(cmd, &pa, opt, optarg)) != 1) {
+                if ((r = policy_option(cmd, &pa, opt, optarg)) != 1 || (r = console_option(cmd, &sim, opt, optarg)) != 1) {
                         if (r != 0)
                                 return r;
                         continue;
@@ -524,12 +565,17 @@ int cmd_test(const Context *ctx, const Command *cmd, int argc, char **argv) {
                 return usage_error(cmd, "--config: empty file name");
         if (optind >= argc)
                 return usage_error(cmd, "no test file given");
+        if ((r = console_options_done(cmd, &sim)) != 0)
+                return r;
 
         if ((r = load_policy(&pa, true, &policy)) != 0)
                 return r;
+        if (sim.given)
+                printf("console: %s (simulated, for cases that give none)\n",
+                       console_sim_describe(&sim, simbuf, sizeof(simbuf)));
 
         for (int i = optind; i < argc; i++)
-                parse_test_file(&t, policy, argv[i]);
+                parse_test_file(&t, policy, &sim, argv[i]);
         if (t.n_errors > 0) {
                 fail("%zu error(s) in the test files: no case was run", t.n_errors);
                 test_run_done(&t);
@@ -554,7 +600,8 @@ int cmd_test(const Context *ctx, const Command *cmd, int argc, char **argv) {
 
                         x->c = c;
                         x->action = c->actions[k];
-                        x->v = policy_check(policy, x->action, &c->id);
+                        Console console = console_sim(&c->console);
+                        x->v = policy_check_console(policy, x->action, &c->id, &console);
                         if (x->v.file && x->v.rule < n_rules)
                                 covered[x->v.rule] = true;
                         x->pass = x->v.decision == c->expect && (x->v.file || x->v.by_default) &&

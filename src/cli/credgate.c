@@ -322,8 +322,10 @@ static const Command commands[] = {
         { "check", "[-q] ACTION...", cmd_check, help_check },
         { "whoami", "", cmd_whoami, help_whoami },
         { "ping", "", cmd_ping, help_ping },
-        { "eval", "[-c FILE] (--user NAME | --uid N) [--gid N] [--groups LIST] ACTION...", cmd_eval, help_eval },
-        { "test", "[-c FILE] [--rules-dir DIR]... [-v] [--coverage] [--junit FILE] TESTFILE...", cmd_test, help_test },
+        { "eval", "[-c FILE] (--user NAME | --uid N) [--gid N] [--groups LIST] [--console LEVEL] ACTION...", cmd_eval,
+          help_eval },
+        { "test", "[-c FILE] [--rules-dir DIR]... [-v] [--coverage] [--junit FILE] [--console LEVEL] TESTFILE...",
+          cmd_test, help_test },
 };
 
 static const Command *find_command(const char *name) {

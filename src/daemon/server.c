@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "closer.h"
+#include "console.h"
 #include "log.h"
 #include "macro.h"
 #include "notify.h"
@@ -130,6 +131,8 @@ struct Server {
         unsigned conns_reported;
         unsigned conns_high; /* most connections open since the last malloc_trim() */
         SessionHooks hooks;
+        ConsoleCache *consoles; /* login state for console conditions */
+        Console console;
         char buf[READ_CHUNK];
 };
 
@@ -910,6 +913,15 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
                 return r;
         (void) sd_event_source_set_time(s->status_timer, now_usec(s) + STATUS_INTERVAL_USEC);
         (void) sd_event_source_set_enabled(s->status_timer, SD_EVENT_ON);
+        r = console_cache_new(NULL, &s->consoles);
+        if (r < 0)
+                return r;
+        r = console_cache_attach(s->consoles, s->event);
+        if (r < 0)
+                log_warning("cannot watch logind's state (%s): console conditions read it anew for every request",
+                            strerror(-r));
+        s->console = console_cache_console(s->consoles);
+        s->hooks.console = &s->console;
         r = reloader_new(s->event, &s->cfg.policy, on_reloaded, s, &s->reloader);
         if (r < 0)
                 return r;
@@ -993,6 +1005,7 @@ Server *server_free(Server *s) {
         closer_free(s->sock_closer);
         closer_free(s->file_closer);
         audit_free(s->audit);
+        console_cache_free(s->consoles);
         free(s->reload_error);
         sd_event_unref(s->event);
         policy_unref(s->policy);

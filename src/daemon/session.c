@@ -308,7 +308,7 @@ static int reply_verdict(Session *s, Stats *stats, const Verdict *v, bool explai
 
 static int decide(Session *s, const Policy *p, Stats *stats, const char *action, const PeerCreds *subject,
                   bool broker, bool explain) {
-        Verdict v = policy_check(p, action, subject);
+        Verdict v = policy_check_console(p, action, subject, s->hooks ? s->hooks->console : NULL);
         /* Queue the reply first: nothing the audit log does may change it. */
         int r = reply_verdict(s, stats, &v, explain);
         if (s->hooks && s->hooks->decision)

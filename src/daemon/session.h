@@ -60,6 +60,8 @@ typedef struct SessionHooks {
                          const PeerCreds *broker);
         /* closes an fd a client sent (default: close()) */
         void (*close_fd)(void *userdata, int fd);
+        /* login state for console conditions (NULL: no seats, see policy_check_console()) */
+        const Console *console;
 } SessionHooks;
 
 /* Per-connection protocol state: framing, dispatch and queued replies. */

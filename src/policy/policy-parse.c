@@ -209,8 +209,10 @@ static int parse_effect(const config_setting_t *s, Decision *ret) {
 
 static void load_rule(Loader *l, const config_setting_t *rule) {
         static const char *const subject_keys[] = { "users", "groups", "uids", "gids" };
-        const config_setting_t *action = NULL, *effect = NULL, *anyone = NULL, *id = NULL, *message = NULL;
-        const char *id_text = NULL, *message_text = NULL;
+        const config_setting_t *action = NULL, *effect = NULL, *anyone = NULL, *id = NULL, *message = NULL,
+                               *console = NULL, *seat = NULL;
+        const char *id_text = NULL, *message_text = NULL, *seat_text = NULL;
+        ConsoleLevel level = CONSOLE_NONE;
         int line = line_of(rule), errors = 0, entries = 0;
         Decision eff = DECISION_DENY;
 
@@ -235,12 +237,16 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                         id = s, known = true;
                 else if (strcmp(name, "message") == 0)
                         message = s, known = true;
+                else if (strcmp(name, "console") == 0)
+                        console = s, known = true;
+                else if (strcmp(name, "seat") == 0)
+                        seat = s, known = true;
                 for (size_t k = 0; k < ELEMENTSOF(subject_keys); k++)
                         known = known || strcmp(name, subject_keys[k]) == 0;
                 if (!known) {
                         diag(l, false, line_of(s),
                              "unknown key '%s' in rule (expected id, action, effect, users, groups, uids, gids, anyone, "
-                             "message)",
+                             "console, seat, message)",
                              name);
                         errors++;
                 }
@@ -319,6 +325,35 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                      "rule has no subject: give at least one non-empty users, groups, uids or gids, or anyone = true");
                 errors++;
         }
+        if (console) {
+                const char *c = config_setting_get_string(console);
+                if (!c || console_level_from_name(c, &level) < 0 || level == CONSOLE_NONE) {
+                        diag(l, false, line_of(console), "'console' must be \"active\" or \"present\"");
+                        errors++;
+                        level = CONSOLE_NONE;
+                } else if (any && effect && eff == DECISION_ALLOW) {
+                        /* A display manager's greeter and a lock screen run as users with
+                         * sessions on the seat too: "whoever sits there" is not a subject. */
+                        diag(l, false, line_of(console),
+                             "an allow rule with 'console' must name whom it allows, not anyone = true: greeter "
+                             "and lock-screen sessions sit on seats too (for ordinary users, for example, "
+                             "uids = [\"1000-59999\"])");
+                        errors++;
+                }
+        }
+        if (seat) {
+                seat_text = config_setting_get_string(seat);
+                if (!seat_text || !policy_seat_valid(seat_text)) {
+                        diag(l, false, line_of(seat),
+                             "bad seat: a logind seat name is \"seat\" and 1-%d of A-Z a-z 0-9 - _ (such as "
+                             "\"seat0\")",
+                             POLICY_SEAT_MAX - 4);
+                        errors++;
+                } else if (!console) {
+                        diag(l, false, line_of(seat), "'seat' needs 'console' (\"active\" or \"present\")");
+                        errors++;
+                }
+        }
         if (errors > 0)
                 return;
 
@@ -333,6 +368,8 @@ static void load_rule(Loader *l, const config_setting_t *rule) {
                 .line = (unsigned) (line > 0 ? line : 0),
                 .id = id_text,
                 .message = message_text,
+                .console = level,
+                .seat = seat_text,
         };
         if (policy_builder_add_rule(l->b, &spec) < 0)
                 diag(l, false, line, "out of memory");

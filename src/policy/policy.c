@@ -45,9 +45,11 @@ typedef struct Rule {
         uint32_t id; /* offset into strings, or NONE */
         uint32_t message; /* offset into strings, or NONE */
         uint32_t match; /* compiled action with placeholders (PH_UID, PH_GID), or NONE */
-        uint8_t effect;
-        uint8_t anyone;
-        uint8_t pattern; /* 0: exact; PATTERN_PREFIX or PATTERN_SUFFIX: the key it is indexed by */
+        uint8_t effect : 1;
+        uint8_t anyone : 1;
+        uint8_t pattern : 2; /* 0: exact; PATTERN_PREFIX or PATTERN_SUFFIX: the key it is indexed by */
+        uint8_t console : 2; /* a ConsoleLevel: CONSOLE_NONE for no condition */
+        uint16_t seat; /* with console: 1 + index into Policy.seats, or 0 for any seat */
 } Rule;
 
 enum { PATTERN_PREFIX = 1, PATTERN_SUFFIX = 2 };
@@ -86,6 +88,8 @@ struct Policy {
         IdRange *ranges;
         char **files;
         size_t n_files;
+        char **seats; /* the seats console conditions name, each once */
+        size_t n_seats;
         Index exact, prefix, suffix;
         Rule brokers; /* only its subject counts: who may pass descriptors (CHECK-PEER) */
         uint64_t prefix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a prefix of length L */
@@ -164,6 +168,9 @@ static void policy_free(Policy *p) {
         for (size_t i = 0; i < p->n_files; i++)
                 free(p->files[i]);
         free(p->files);
+        for (size_t i = 0; i < p->n_seats; i++)
+                free(p->seats[i]);
+        free(p->seats);
         free(p->rules);
         free(p->strings);
         free(p->ranges);
@@ -282,6 +289,57 @@ bool policy_message_valid(const char *s) {
         return true;
 }
 
+static const char *const console_names[] = {
+        [CONSOLE_NONE] = "none",
+        [CONSOLE_PRESENT] = "present",
+        [CONSOLE_ACTIVE] = "active",
+};
+
+const char *console_level_name(ConsoleLevel l) {
+        return (unsigned) l < ELEMENTSOF(console_names) ? console_names[l] : NULL;
+}
+
+int console_level_from_name(const char *s, ConsoleLevel *ret) {
+        for (size_t i = 0; s && i < ELEMENTSOF(console_names); i++)
+                if (strcmp(s, console_names[i]) == 0) {
+                        *ret = (ConsoleLevel) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+bool policy_seat_valid(const char *s) {
+        size_t n = s ? strnlen(s, POLICY_SEAT_MAX + 1) : 0;
+        if (n <= 4 || n > POLICY_SEAT_MAX || strncmp(s, "seat", 4) != 0)
+                return false;
+        return strspn(s + 4, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == n - 4;
+}
+
+/* The Rule.seat of @seat: 0 for NULL (any seat), else 1 + its index in p->seats, added when new.
+ * Return: 0 and *ret, or -ENOMEM. */
+static int seat_index(Policy *p, const char *seat, uint16_t *ret) {
+        size_t i = 0;
+        if (!seat) {
+                *ret = 0;
+                return 0;
+        }
+        while (i < p->n_seats && strcmp(p->seats[i], seat) != 0)
+                i++;
+        if (i == p->n_seats) {
+                if (i >= UINT16_MAX)
+                        return -ENOMEM;
+                char **v = reallocarray(p->seats, i + 1, sizeof(char *));
+                if (!v)
+                        return -ENOMEM;
+                p->seats = v;
+                if (!(v[i] = strdup(seat)))
+                        return -ENOMEM;
+                p->n_seats++;
+        }
+        *ret = (uint16_t) (i + 1);
+        return 0;
+}
+
 /* Compile @s (checked by policy_action_check()) into @out: placeholders to PH_UID and PH_GID. */
 static size_t compile_action(const char *s, char *out) {
         size_t n = 0;
@@ -336,9 +394,18 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
         const char *why;
         int r0, ph = policy_action_check(s->action, &why);
 
+        uint16_t seat;
+
         if (ph < 0 || p->n_files == 0 || (s->id && !action_valid(s->id, id_len, false)) ||
             (s->message && !policy_message_valid(s->message)))
                 return -EINVAL;
+        /* Greeters and lock screens sit on seats too: an allow on a console
+         * condition must name whom it allows (see credgate.conf(5)). */
+        if ((unsigned) s->console > CONSOLE_ACTIVE || (s->seat && (!s->console || !policy_seat_valid(s->seat))) ||
+            (s->console && s->anyone && s->effect == DECISION_ALLOW))
+                return -EINVAL;
+        if (seat_index(p, s->seat, &seat) < 0)
+                return -ENOMEM;
         size_t need = len + 1 + (s->id ? id_len + 1 : 0) + (s->message ? msg_len + 1 : 0) + (ph ? len + 1 : 0);
         if (p->n_rules >= NONE - 1 || b->n_strings + need > UINT32_MAX)
                 return -ENOMEM;
@@ -358,6 +425,8 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *s) {
                 .effect = s->effect == DECISION_ALLOW,
                 .anyone = s->anyone,
                 .pattern = ph || memchr(s->action, '*', len) != NULL,
+                .console = s->console,
+                .seat = seat,
                 .id = NONE,
                 .message = NONE,
                 .match = NONE,
@@ -595,17 +664,31 @@ static bool match_placeholders(const char *m, const char *s, const PeerCreds *id
         }
 }
 
+/*
+ * Does rule @r's console condition hold for @id? Asked last, after action
+ * and subject matched. When the login state cannot be read, fail closed:
+ * an allow rule does not match, a deny rule does.
+ */
+static bool console_holds(const Policy *p, const Rule *r, const PeerCreds *id, const Console *c) {
+        if (!c)
+                return false; /* no login state: no seats, no consoles */
+        int level = c->level(c->userdata, id->uid, r->seat ? p->seats[r->seat - 1] : NULL);
+        if (level < 0)
+                return !r->effect;
+        return level >= r->console;
+}
+
 /* First rule of chain @head, before @best, that matches @action and @id.
  * The first @skip characters of the action equal those of every pattern in
  * the chain (a prefix chain's key is its patterns' literal prefix), so the
  * match starts after them. */
-static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id, size_t skip) {
+static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *p, uint32_t head, uint32_t best, const char *action, const PeerCreds *id, size_t skip, const Console *c) {
         for (uint32_t i = head; i != NONE && i < best; i = p->rules[i].next) {
                 const Rule *r = &p->rules[i];
                 if (r->pattern && (r->match != NONE ? !match_placeholders(p->strings + r->match + skip, action + skip, id)
                                                     : fnmatch(p->strings + r->action + skip, action + skip, 0) != 0))
                         continue;
-                if (subject_matches(p, r, id))
+                if (subject_matches(p, r, id) && (!r->console || console_holds(p, r, id, c)))
                         return i;
         }
         return best;
@@ -619,6 +702,10 @@ static inline __attribute__((always_inline)) uint32_t chain_first(const Policy *
                      _b &= _b - 1)
 
 Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
+        return policy_check_console(p, action, id, NULL);
+}
+
+Verdict policy_check_console(const Policy *p, const char *action, const PeerCreds *id, const Console *c) {
         Verdict v = { .decision = DECISION_DENY };
         uint32_t pre[ACTION_MAX + 1], best = NONE; /* pre[k]: hash of the first k characters */
         size_t len, l;
@@ -637,16 +724,16 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
                 return v;
 
         best = chain_first(p, index_find(&p->exact, p->strings, action, (uint32_t) len, pre[len])->head, best, action,
-                           id, 0);
+                           id, 0, c);
         FOR_EACH_LEN(l, p->prefix_lens, len)
                 if (index_may_hold(&p->prefix, pre[l]))
                         best = chain_first(p, index_find(&p->prefix, p->strings, action, (uint32_t) l, pre[l])->head,
-                                           best, action, id, l);
+                                           best, action, id, l, c);
         FOR_EACH_LEN(l, p->suffix_lens, len) {
                 uint32_t h = pre[len] - pre[len - l] * hash_pow[l];
                 if (index_may_hold(&p->suffix, h))
                         best = chain_first(p, index_find(&p->suffix, p->strings, action + len - l, (uint32_t) l, h)->head,
-                                           best, action, id, 0);
+                                           best, action, id, 0, c);
         }
 
         if (best == NONE) {
@@ -666,6 +753,13 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
 
 bool policy_is_broker(const Policy *p, const PeerCreds *id) {
         return p && id && subject_matches(p, &p->brokers, id);
+}
+
+bool policy_has_console(const Policy *p) {
+        for (size_t i = 0; p && i < p->n_rules; i++)
+                if (p->rules[i].console)
+                        return true;
+        return false;
 }
 
 size_t policy_n_rules(const Policy *p) {
@@ -715,6 +809,8 @@ bool policy_rule_info(const Policy *p, size_t i, RuleInfo *ret) {
                 .n_uids = r->n_uids,
                 .gids = uids ? uids + r->n_uids : NULL,
                 .n_gids = r->n_gids,
+                .console = (ConsoleLevel) r->console,
+                .seat = r->seat ? p->seats[r->seat - 1] : NULL,
         };
         return true;
 }
@@ -738,9 +834,25 @@ static bool ranges_cover(const IdRange *sup, size_t n_sup, const IdRange *sub, s
         return true;
 }
 
+/*
+ * Does @a's console condition hold whenever @b's does, also when the login
+ * state cannot be read? No condition holds always; otherwise @b needs one
+ * at least as strict (a level as high, on @a's seat or any seat if @a
+ * names none), and when login state fails @a must match whenever @b does:
+ * the same effect, or @a a deny (which then matches).
+ */
+static bool console_covers(const Rule *a, const Rule *b) {
+        if (!a->console)
+                return true;
+        return b->console >= a->console && (!a->seat || a->seat == b->seat) && (a->effect == b->effect || !a->effect);
+}
+
 /* Does every identity that @b's subject matches match @a's too? Sufficient
- * conditions only: anyone, or uids and gids each a superset. */
+ * conditions only: anyone, or uids and gids each a superset, and a console
+ * condition that covers @b's. */
 static bool subject_covers(const Policy *p, const Rule *a, const Rule *b) {
+        if (!console_covers(a, b))
+                return false;
         if (a->anyone)
                 return true;
         if (b->anyone)

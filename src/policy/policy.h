@@ -17,6 +17,38 @@ typedef enum Decision {
 typedef struct Policy Policy;
 typedef struct PolicyBuilder PolicyBuilder;
 
+/*
+ * A console condition: what an identity's uid must hold on a seat (a
+ * logind seat: keyboard and screen). Ordered: ACTIVE implies PRESENT.
+ */
+typedef enum ConsoleLevel {
+        CONSOLE_NONE = 0,    /* no session on the seat (or no condition) */
+        CONSOLE_PRESENT = 1, /* a session on the seat, in the foreground or not */
+        CONSOLE_ACTIVE = 2,  /* the seat's foreground (active) session */
+} ConsoleLevel;
+
+/*
+ * Login state, as policy checks ask for it: only for a rule with a console
+ * condition whose action and subject already matched.
+ */
+typedef struct Console {
+        /* The most @uid holds on @seat (NULL: on any seat), a ConsoleLevel, or
+         * a negative errno when the login state cannot be read. A machine
+         * without logind has no seats: CONSOLE_NONE, not an error. */
+        int (*level)(void *userdata, uint32_t uid, const char *seat);
+        void *userdata;
+} Console;
+
+/* "active", "present" and "none"; parsed back by console_level_from_name(). Return: NULL for others. */
+const char *console_level_name(ConsoleLevel l);
+/* Return: 0 and *ret, or -EINVAL. */
+int console_level_from_name(const char *s, ConsoleLevel *ret);
+
+#define POLICY_SEAT_MAX 64
+
+/* Is @s a logind seat name: "seat" and 1 or more of A-Z a-z 0-9 - _, at most POLICY_SEAT_MAX bytes? */
+bool policy_seat_valid(const char *s);
+
 /* An inclusive range of uids or gids, both ends in 0..4294967294. */
 typedef struct IdRange {
         uint32_t lo, hi;
@@ -34,6 +66,9 @@ typedef struct RuleSpec {
         unsigned line; /* the rule's line in its file */
         const char *id; /* optional name, unique in the policy (action grammar, no '*'); NULL for none */
         const char *message; /* optional text for EXPLAIN (policy_message_valid()); NULL for none */
+        ConsoleLevel console; /* a console condition, ANDed with the subject; CONSOLE_NONE for none */
+        const char *seat; /* with a console condition: the one seat it asks about (policy_seat_valid());
+                           * NULL for any seat */
 } RuleSpec;
 
 #define POLICY_MESSAGE_MAX 200
@@ -74,8 +109,9 @@ PolicyBuilder *policy_builder_free(PolicyBuilder *b);
 /* Start a new source file; later rules belong to it. Return: 0 or -ENOMEM. */
 int policy_builder_add_file(PolicyBuilder *b, const char *path);
 
-/* Add a rule (copied). Return: 0, -EINVAL for a bad action or id, -EEXIST for an id
- * already taken, or -ENOMEM. */
+/* Add a rule (copied). Return: 0, -EINVAL for a bad action, id, message or console condition
+ * (a seat without a console level, or an allow rule for anyone with a console condition),
+ * -EEXIST for an id already taken, or -ENOMEM. */
 int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *spec);
 
 /* Where the rule with @id was added. Return: true and *ret_file (valid while @b lives) and
@@ -114,6 +150,18 @@ Policy *policy_unref(Policy *p);
  */
 Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id);
 
+/*
+ * policy_check() with login state from @console for rules with a console
+ * condition (policy_check() and a NULL @console: a machine without seats,
+ * where no console condition holds). When @console answers with an error,
+ * fail closed: an allow rule with a console condition does not match and a
+ * deny rule with one does.
+ */
+Verdict policy_check_console(const Policy *p, const char *action, const PeerCreds *id, const Console *console);
+
+/* Does any rule of @p have a console condition? */
+bool policy_has_console(const Policy *p);
+
 /* Does @p name @id a broker (see policy_builder_set_brokers())? Return: false for NULL. */
 bool policy_is_broker(const Policy *p, const PeerCreds *id);
 
@@ -139,6 +187,8 @@ typedef struct RuleInfo {
         bool anyone;
         const IdRange *uids, *gids; /* sorted, merged ranges */
         size_t n_uids, n_gids;
+        ConsoleLevel console; /* CONSOLE_NONE: no condition */
+        const char *seat; /* NULL: any seat */
 } RuleInfo;
 
 /* Return: false when @i is out of range. */

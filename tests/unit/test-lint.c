@@ -37,7 +37,43 @@ typedef struct ModelRule {
         bool anyone;
         IdRange uids[2], gids[2];
         size_t n_uids, n_gids;
+        ConsoleLevel console; /* CONSOLE_NONE: no condition */
+        int seat;             /* with console: 0 any seat, 1 "seat0", 2 "seat1" */
 } ModelRule;
+
+/* A login state of the brute force: the uid's level on seat0 and seat1, or
+ * an error reading it. 10 of them: 3 x 3 levels, and the error. */
+#define N_LOGIN_STATES 10
+typedef struct LoginState {
+        ConsoleLevel on[2];
+        bool error;
+} LoginState;
+
+static LoginState login_state(unsigned k) {
+        return k == 9 ? (LoginState){ .error = true } : (LoginState){ .on = { (ConsoleLevel) (k % 3), (ConsoleLevel) (k / 3) } };
+}
+
+/* The console condition, from credgate.conf(5): errors fail closed (an allow
+ * does not match, a deny does); otherwise the level held on the seat named,
+ * or the best on any seat, must reach the rule's. */
+static bool console_model(const ModelRule *r, LoginState st) {
+        if (r->console == CONSOLE_NONE)
+                return true;
+        if (st.error)
+                return r->effect == DECISION_DENY;
+        ConsoleLevel l = r->seat ? st.on[r->seat - 1] : st.on[0] > st.on[1] ? st.on[0] : st.on[1];
+        return l >= r->console;
+}
+
+static int state_level(void *userdata, uint32_t uid, const char *seat) {
+        const LoginState *st = userdata;
+        (void) uid;
+        if (st->error)
+                return -EIO;
+        if (!seat)
+                return st->on[0] > st->on[1] ? st->on[0] : st->on[1];
+        return strcmp(seat, "seat0") == 0 ? st->on[0] : strcmp(seat, "seat1") == 0 ? st->on[1] : CONSOLE_NONE;
+}
 
 /* '*' matches any run of characters, everything else itself. */
 static bool glob(const char *p, const char *s) {
@@ -109,6 +145,10 @@ static IdRange random_range(void) {
 static void random_rule(ModelRule *r) {
         *r = (ModelRule){ .effect = rnd(2) ? DECISION_ALLOW : DECISION_DENY, .anyone = rnd(7) == 0 };
         random_action(r->action, rnd(2));
+        if (rnd(3) == 0 && !(r->anyone && r->effect == DECISION_ALLOW)) {
+                r->console = (ConsoleLevel) (1 + rnd(2));
+                r->seat = (int) rnd(3);
+        }
         if (r->anyone)
                 return;
         r->n_uids = rnd(3);
@@ -137,6 +177,8 @@ static Policy *build(const ModelRule *rules, size_t n) {
                         .gids = rules[i].gids,
                         .n_gids = rules[i].n_gids,
                         .line = (unsigned) i + 1,
+                        .console = rules[i].console,
+                        .seat = rules[i].seat == 0 ? NULL : rules[i].seat == 1 ? "seat0" : "seat1",
                 };
                 ck_assert_int_eq(policy_builder_add_rule(b, &s), 0);
         }
@@ -162,7 +204,7 @@ static int collect(const Policy *p, size_t rule, size_t by, void *userdata) {
 /* ------------------------------------------------------------------------ */
 
 START_TEST(test_shadow_reports_are_true) {
-        size_t reported = 0, opposite = 0;
+        size_t reported = 0, opposite = 0, late_console = 0, early_console = 0;
 
         rng_state = 12;
         for (int round = 0; round < 4000; round++) {
@@ -182,6 +224,14 @@ START_TEST(test_shadow_reports_are_true) {
 
                         reported++;
                         opposite += late->effect != early->effect;
+                        late_console += late->console != CONSOLE_NONE;
+                        early_console += early->console != CONSOLE_NONE;
+                        /* In every login state (errors too) where the late rule's console
+                         * condition holds, the early one's does... */
+                        for (unsigned ls = 0; ls < N_LOGIN_STATES; ls++)
+                                if (console_model(late, login_state(ls)) && !console_model(early, login_state(ls)))
+                                        ck_abort_msg("round %d: login state %u holds for rule %u, not rule %u", round, ls,
+                                                     f.rule[k] + 1, f.by[k] + 1);
                         /* Every action the late rule matches, the early one matches... */
                         while (next_action(a, 6))
                                 if (glob(late->action, a) && !glob(early->action, a))
@@ -207,7 +257,10 @@ START_TEST(test_shadow_reports_are_true) {
                                 for (uint32_t uid = 0; uid < ID_SPACE; uid++) {
                                         gid_t gl[1] = { (gid_t) (uid + 3) % ID_SPACE };
                                         PeerCreds id = { .uid = uid, .gid = uid, .groups = gl, .n_groups = 1 };
-                                        Verdict v = policy_check(p, a, &id);
+                                        LoginState st = login_state((uid + (unsigned) strlen(a) + (unsigned) a[0]) %
+                                                                    N_LOGIN_STATES);
+                                        Console c = { .level = state_level, .userdata = &st };
+                                        Verdict v = policy_check_console(p, a, &id, &c);
                                         if (!v.by_default && v.rule == f.rule[k])
                                                 ck_abort_msg("round %d: rule %u decided '%s' for uid %u", round,
                                                       f.rule[k] + 1, a, uid);
@@ -219,6 +272,8 @@ START_TEST(test_shadow_reports_are_true) {
         /* The generator must produce both kinds, or this test proves little. */
         ck_assert_uint_gt(reported, 500);
         ck_assert_uint_gt(opposite, 100);
+        ck_assert_uint_gt(late_console, 100);
+        ck_assert_uint_gt(early_console, 30);
 }
 END_TEST
 
@@ -239,6 +294,8 @@ START_TEST(test_pattern_inclusion_exact) {
                 for (size_t i = 0; i < 2; i++) {
                         random_rule(&rules[i]);
                         rules[i].anyone = true;
+                        rules[i].console = CONSOLE_NONE; /* the same subject: actions alone decide */
+                        rules[i].seat = 0;
                 }
                 Policy *p = build(rules, 2);
                 ck_assert_int_eq(policy_find_shadowed(p, SIZE_MAX, collect, &f), 0);

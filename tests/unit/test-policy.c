@@ -1233,6 +1233,233 @@ START_TEST(test_rule_id_builder) {
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * Console conditions (console, seat): ANDed with the subject, asked of a
+ * Console only after action and subject matched, failing closed both ways.
+ */
+
+/* A fake login state: uid 1000 active on seat0, uid 1001 present on seat1,
+ * everyone else on no seat; with fail set, every question is an error. */
+static struct {
+        unsigned asked;
+        int fail; /* negative errno to answer with, or 0 */
+} F;
+
+static int fake_level(void *userdata, uint32_t uid, const char *seat) {
+        (void) userdata;
+        F.asked++;
+        if (F.fail)
+                return F.fail;
+        if (uid == 1000 && (!seat || strcmp(seat, "seat0") == 0))
+                return CONSOLE_ACTIVE;
+        if (uid == 1001 && (!seat || strcmp(seat, "seat1") == 0))
+                return CONSOLE_PRESENT;
+        return CONSOLE_NONE;
+}
+
+static const Console fake_console = { .level = fake_level };
+
+/* @line: the deciding rule's line, or 0 for the default. */
+#define expect_c(action, creds, decision, line) expect_c_at(__LINE__, action, creds, decision, line)
+static void expect_c_at(int at, const char *action, PeerCreds c, Decision want, unsigned line) {
+        Verdict v = policy_check_console(L.policy, action, &c, &fake_console);
+        ck_assert_msg(v.decision == want && v.line == line && v.by_default == (line == 0),
+                      "test line %d: '%s' for uid %u (fail %d): got %s from line %u, want %s from line %u", at, action,
+                      c.uid, F.fail, v.decision == ALLOW ? "ALLOW" : "DENY", v.line, want == ALLOW ? "ALLOW" : "DENY",
+                      line);
+}
+
+static const char console_policy[] =
+        "rules = (\n"
+        "  { action = \"wifi.*\"; effect = \"allow\"; gids = [\"108\"]; console = \"active\"; },\n" /* 2 */
+        "  { action = \"power.off\"; effect = \"allow\"; uids = [\"1000-1999\"]; console = \"present\"; },\n" /* 3 */
+        "  { action = \"seat1.only\"; effect = \"allow\"; uids = [\"1000-1999\"]; console = \"present\"; seat = \"seat1\"; },\n" /* 4 */
+        "  { action = \"seat0.active\"; effect = \"allow\"; uids = [\"1000-1999\"]; console = \"active\"; seat = \"seat0\"; },\n" /* 5 */
+        "  { action = \"lock.*\"; effect = \"deny\"; uids = [\"1000-1999\"]; console = \"active\"; },\n" /* 6 */
+        "  { action = \"lock.*\"; effect = \"allow\"; uids = [\"1000-1999\"]; },\n" /* 7 */
+        "  { action = \"kiosk.*\"; effect = \"deny\"; anyone = true; console = \"present\"; }\n" /* 8 */
+        ");\n";
+
+START_TEST(test_console_levels_and_seats) {
+        memset(&F, 0, sizeof(F));
+        load("%s", console_policy);
+        assert_loaded(0);
+        ck_assert(policy_has_console(L.policy));
+
+        /* The subject still counts: 1000 without group 108 is not allowed. */
+        expect_c("wifi.connect", CREDS_G(1000, 1000, 108), ALLOW, 2);
+        expect_c("wifi.connect", CREDS(1000, 1000), DENY, 0);
+        expect_c("wifi.connect", CREDS_G(1001, 1001, 108), DENY, 0); /* present, not active */
+        expect_c("wifi.connect", CREDS_G(1002, 1002, 108), DENY, 0); /* no seat (SSH) */
+        expect_c("power.off", CREDS(1000, 1000), ALLOW, 3);          /* active implies present */
+        expect_c("power.off", CREDS(1001, 1001), ALLOW, 3);
+        expect_c("power.off", CREDS(1002, 1002), DENY, 0);
+        expect_c("seat1.only", CREDS(1000, 1000), DENY, 0); /* on seat0, not seat1 */
+        expect_c("seat1.only", CREDS(1001, 1001), ALLOW, 4);
+        expect_c("seat0.active", CREDS(1000, 1000), ALLOW, 5);
+        expect_c("seat0.active", CREDS(1001, 1001), DENY, 0);
+        expect_c("lock.screen", CREDS(1000, 1000), DENY, 6);
+        expect_c("lock.screen", CREDS(1002, 1002), ALLOW, 7);
+        expect_c("kiosk.x", CREDS(1001, 1001), DENY, 8);
+        expect_c("kiosk.x", CREDS(5, 5), DENY, 0);
+
+        /* Without login state (policy_check(), or a NULL Console) nobody holds a seat. */
+        ck_assert_int_eq(policy_check(L.policy, "wifi.connect", &CREDS_G(1000, 1000, 108)).decision, DENY);
+        ck_assert(policy_check(L.policy, "wifi.connect", &CREDS_G(1000, 1000, 108)).by_default);
+        ck_assert_int_eq(policy_check_console(L.policy, "lock.screen", &CREDS(1000, 1000), NULL).line, 7);
+}
+END_TEST
+
+START_TEST(test_console_asked_last) {
+        memset(&F, 0, sizeof(F));
+        load("%s", console_policy);
+        assert_loaded(0);
+        /* Neither an unrelated action nor a subject that does not match asks. */
+        expect_c("other.action", CREDS(1000, 1000), DENY, 0);
+        expect_c("wifi.connect", CREDS(1000, 1000), DENY, 0);
+        expect_c("power.off", CREDS(2000, 2000), DENY, 0);
+        ck_assert_uint_eq(F.asked, 0);
+        expect_c("power.off", CREDS(1000, 1000), ALLOW, 3);
+        ck_assert_uint_eq(F.asked, 1);
+}
+END_TEST
+
+START_TEST(test_console_fails_closed) {
+        memset(&F, 0, sizeof(F));
+        load("%s", console_policy);
+        assert_loaded(0);
+        static const int errors[] = { -EIO, -EACCES, -ENOMEM, -EINVAL, -1 };
+        for (size_t i = 0; i < ELEMENTSOF(errors); i++) {
+                F.fail = errors[i];
+                /* An allow rule with a console condition does not match... */
+                expect_c("wifi.connect", CREDS_G(1000, 1000, 108), DENY, 0);
+                expect_c("power.off", CREDS(1001, 1001), DENY, 0);
+                expect_c("seat0.active", CREDS(1000, 1000), DENY, 0);
+                /* ...and a deny rule with one does, also for those it would not have matched. */
+                expect_c("lock.screen", CREDS(1000, 1000), DENY, 6);
+                expect_c("lock.screen", CREDS(1002, 1002), DENY, 6);
+                expect_c("kiosk.x", CREDS(5, 5), DENY, 8);
+        }
+}
+END_TEST
+
+START_TEST(test_console_errors) {
+        load("rules = (\n"
+             "  { action = \"a\"; effect = \"allow\"; anyone = true; console = \"active\"; },\n"
+             "  { action = \"b\"; effect = \"allow\"; uids = [\"1\"]; console = \"remote\"; },\n"
+             "  { action = \"c\"; effect = \"allow\"; uids = [\"1\"]; console = true; },\n"
+             "  { action = \"d\"; effect = \"allow\"; uids = [\"1\"]; seat = \"seat0\"; },\n"
+             "  { action = \"e\"; effect = \"allow\"; uids = [\"1\"]; console = \"active\"; seat = \"tty1\"; },\n"
+             "  { action = \"f\"; effect = \"allow\"; uids = [\"1\"]; console = \"active\"; seat = \"seat\"; },\n"
+             "  { action = \"g\"; effect = \"allow\"; uids = [\"1\"]; console = \"none\"; },\n"
+             "  { action = \"h\"; effect = \"allow\"; uids = [\"1\"]; console = \"active\"; seat = \"seat0 \"; },\n"
+             "  { action = \"i\"; effect = \"allow\"; anyone = true; uids = [\"1\"]; console = \"present\"; }\n"
+             ");\n");
+        assert_refused(9);
+        assert_error(2, "must name whom it allows, not anyone = true");
+        assert_error(3, "'console' must be \"active\" or \"present\"");
+        assert_error(4, "'console' must be \"active\" or \"present\"");
+        assert_error(5, "'seat' needs 'console'");
+        assert_error(6, "bad seat");
+        assert_error(7, "bad seat");
+        assert_error(8, "'console' must be");
+        assert_error(9, "bad seat");
+        assert_error(10, "must name whom it allows");
+
+        /* A deny rule for anyone on a console is fine: it only denies more. */
+        load("rules = ( { action = \"a\"; effect = \"deny\"; anyone = true; console = \"active\"; seat = \"seat-x_1\"; } );\n");
+        assert_loaded(0);
+}
+END_TEST
+
+START_TEST(test_console_builder) {
+        PolicyBuilder *b = policy_builder_new();
+        Policy *p = NULL;
+        IdRange one = { 1000, 1000 };
+        RuleInfo info;
+
+        ck_assert_ptr_nonnull(b);
+        ck_assert_int_eq(policy_builder_add_file(b, "f.conf"), 0);
+        RuleSpec r = { .action = "a", .effect = DECISION_ALLOW, .uids = &one, .n_uids = 1, .console = CONSOLE_ACTIVE,
+                       .seat = "seat0" };
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), 0);
+        r.seat = NULL;
+        r.console = CONSOLE_PRESENT;
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), 0);
+        r.console = (ConsoleLevel) 3;
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), -EINVAL);
+        r.console = CONSOLE_NONE;
+        r.seat = "seat0";
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), -EINVAL);
+        r.console = CONSOLE_ACTIVE;
+        r.seat = "xseat0";
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), -EINVAL);
+        r.seat = NULL;
+        r.anyone = true;
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), -EINVAL);
+        r.effect = DECISION_DENY;
+        ck_assert_int_eq(policy_builder_add_rule(b, &r), 0);
+        ck_assert_int_eq(policy_builder_finish(b, &p), 0);
+        ck_assert_uint_eq(policy_n_rules(p), 3);
+        ck_assert(policy_rule_info(p, 0, &info));
+        ck_assert_int_eq(info.console, CONSOLE_ACTIVE);
+        ck_assert_str_eq(info.seat, "seat0");
+        ck_assert(policy_rule_info(p, 1, &info));
+        ck_assert_int_eq(info.console, CONSOLE_PRESENT);
+        ck_assert_ptr_null(info.seat);
+        policy_unref(p);
+
+        /* Names round-trip; others are refused. */
+        ConsoleLevel l;
+        for (int i = CONSOLE_NONE; i <= CONSOLE_ACTIVE; i++) {
+                ck_assert_int_eq(console_level_from_name(console_level_name((ConsoleLevel) i), &l), 0);
+                ck_assert_int_eq(l, i);
+        }
+        ck_assert_int_eq(console_level_from_name("Active", &l), -EINVAL);
+        ck_assert_ptr_null(console_level_name((ConsoleLevel) 3));
+        ck_assert(policy_seat_valid("seat0") && policy_seat_valid("seat-1_A"));
+        ck_assert(!policy_seat_valid("seat") && !policy_seat_valid("Seat0") && !policy_seat_valid("seat/0") &&
+                  !policy_seat_valid(NULL) && !policy_seat_valid(""));
+        char long_seat[POLICY_SEAT_MAX + 2];
+        memset(long_seat, 'x', sizeof(long_seat) - 1);
+        memcpy(long_seat, "seat", 4);
+        long_seat[POLICY_SEAT_MAX] = '\0';
+        ck_assert(policy_seat_valid(long_seat));
+        long_seat[POLICY_SEAT_MAX] = 'x';
+        long_seat[POLICY_SEAT_MAX + 1] = '\0';
+        ck_assert(!policy_seat_valid(long_seat));
+}
+END_TEST
+
+/* Many rules, many seats: the compiled form keeps each rule's own seat and level. */
+START_TEST(test_console_many_seats) {
+        PolicyBuilder *b = policy_builder_new();
+        Policy *p = NULL;
+        char action[32], seat[32];
+        IdRange r1000 = { 1000, 1000 };
+
+        ck_assert_int_eq(policy_builder_add_file(b, "f.conf"), 0);
+        for (int i = 0; i < 300; i++) {
+                snprintf(action, sizeof(action), "a%d", i);
+                snprintf(seat, sizeof(seat), "seat%d", i % 7);
+                RuleSpec r = { .action = action, .effect = DECISION_ALLOW, .uids = &r1000, .n_uids = 1,
+                               .console = i % 2 ? CONSOLE_ACTIVE : CONSOLE_PRESENT, .seat = i % 3 ? seat : NULL };
+                ck_assert_int_eq(policy_builder_add_rule(b, &r), 0);
+        }
+        ck_assert_int_eq(policy_builder_finish(b, &p), 0);
+        memset(&F, 0, sizeof(F));
+        for (int i = 0; i < 300; i++) {
+                snprintf(action, sizeof(action), "a%d", i);
+                Verdict v = policy_check_console(p, action, &CREDS(1000, 1000), &fake_console);
+                /* uid 1000 is active on seat0 only. */
+                bool want = i % 3 == 0 || i % 7 == 0;
+                if ((v.decision == ALLOW) != want)
+                        ck_abort_msg("rule %d: got %s", i, v.decision == ALLOW ? "ALLOW" : "DENY");
+        }
+        policy_unref(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * Brokers: who may pass descriptors (settings.brokers)
  */
 
@@ -1857,6 +2084,16 @@ static Suite *policy_suite(void) {
         tcase_add_test(tc, test_rule_id_duplicate);
         tcase_add_test(tc, test_rule_id_bad);
         tcase_add_test(tc, test_rule_id_builder);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("console");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_console_levels_and_seats);
+        tcase_add_test(tc, test_console_asked_last);
+        tcase_add_test(tc, test_console_fails_closed);
+        tcase_add_test(tc, test_console_errors);
+        tcase_add_test(tc, test_console_builder);
+        tcase_add_test(tc, test_console_many_seats);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("brokers");
