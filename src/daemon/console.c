@@ -82,6 +82,10 @@ static int cache_level(void *userdata, uint32_t uid, const char *seat) {
         Entry *e = &c->slots[(uid * 0x9e3779b1u) >> 24];
 
         c->asked++;
+        /* systemd takes 65535 (the 16-bit -1) for no uid at all: sd-login
+         * refuses it (-EINVAL) and logind never gives it a session. */
+        if (uid == 65535)
+                return CONSOLE_NONE;
         if (!c->caching || !e->used || e->uid != uid) {
                 char **online = NULL, **active = NULL;
                 int r;

@@ -22,7 +22,14 @@
  *   - lint: a rule reported as never deciding (shadowed by an earlier one)
  *     decides no probe, and policy_lint() gives warnings only;
  *   - a verdict's message is printable ASCII, 1..200 bytes (it goes into
- *     EXPLAIN replies verbatim).
+ *     EXPLAIN replies verbatim);
+ *   - console conditions, under four fake login states (none, active on
+ *     seat0, present on seat1, unreadable): a rule with one decides only
+ *     when its level is held on its seat, or, when the state is unreadable,
+ *     only if it is a deny; the state is asked for nothing else; a text
+ *     without "console" (and escapes) decides the same in every state; no
+ *     allow rule for anyone carries a condition; the lint's shadowed rules
+ *     decide in no state; the drop-in agrees in every state.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -51,6 +58,41 @@
 
 #define MAX_TEXT (64 * 1024)
 #define MAX_DERIVED 8
+
+/* Fake login states: the same for every uid (the policy never compares uids with it). */
+typedef struct FakeLogin {
+        int level0, level1; /* on seat0 and seat1, or a negative errno for both */
+        unsigned asked;
+} FakeLogin;
+
+static int fake_level(void *userdata, uint32_t uid, const char *seat) {
+        FakeLogin *f = userdata;
+        (void) uid;
+        f->asked++;
+        if (f->level0 < 0)
+                return f->level0;
+        if (!seat)
+                return f->level0 > f->level1 ? f->level0 : f->level1;
+        return strcmp(seat, "seat0") == 0 ? f->level0 : strcmp(seat, "seat1") == 0 ? f->level1 : CONSOLE_NONE;
+}
+
+static FakeLogin logins[] = {
+        { .level0 = CONSOLE_NONE, .level1 = CONSOLE_NONE },
+        { .level0 = CONSOLE_ACTIVE, .level1 = CONSOLE_NONE },
+        { .level0 = CONSOLE_NONE, .level1 = CONSOLE_PRESENT },
+        { .level0 = -EIO, .level1 = -EIO },
+};
+
+/* Does the deciding rule's console condition allow it to decide in @f? */
+static bool console_may_decide(const Policy *p, const Verdict *v, FakeLogin *f) {
+        RuleInfo ri;
+        if (v->by_default || !policy_rule_info(p, v->rule, &ri) || ri.console == CONSOLE_NONE)
+                return true;
+        unsigned saved = f->asked;
+        int l = fake_level(f, 0, ri.seat);
+        f->asked = saved;
+        return l < 0 ? ri.effect == DECISION_DENY : l >= (int) ri.console;
+}
 
 static gid_t groups_staff[] = { 4, 27, 50, 100 };
 static gid_t groups_big[] = { 2147483648u, 4294967294u };
@@ -221,9 +263,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < ELEMENTSOF(fixed_actions); i++)
                 strcpy(actions[n_actions++], fixed_actions[i]);
 
+        bool no_console = !strstr(text, "console") && !strchr(text, '\\');
+        for (size_t i = 0; i < policy_n_rules(p); i++) {
+                RuleInfo ri;
+                check(policy_rule_info(p, i, &ri), "rule_info %zu", i);
+                check(!(ri.console && ri.anyone && ri.effect == DECISION_ALLOW),
+                      "line %u: an allow for anyone with a console condition loaded", ri.line);
+                check(!ri.seat || (ri.console && policy_seat_valid(ri.seat)), "line %u: a seat without console",
+                      ri.line);
+                check(!no_console || ri.console == CONSOLE_NONE, "line %u: a console condition without 'console'",
+                      ri.line);
+        }
+
         for (size_t a = 0; a < n_actions; a++)
                 for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
                         Verdict v = policy_check(p, actions[a], &ids[i]), again = policy_check(p, actions[a], &ids[i]);
+                        for (size_t k = 0; k < ELEMENTSOF(logins); k++) {
+                                FakeLogin *f = &logins[k];
+                                Console c = { .level = fake_level, .userdata = f };
+                                f->asked = 0;
+                                Verdict w = policy_check_console(p, actions[a], &ids[i], &c);
+                                check_verdict(&w, p, text_path, n_lines, text);
+                                check(console_may_decide(p, &w, f), "'%s' uid %u login %zu: line %u decided against "
+                                      "its console condition", actions[a], (unsigned) ids[i].uid, k, w.line);
+                                check(!policy_has_console(p) ? f->asked == 0 : true, "asked without console rules");
+                                check(!no_allow || w.decision == DECISION_DENY, "ALLOW '%s' without 'allow'",
+                                      actions[a]);
+                                check(w.by_default || !shadowed[w.rule], "'%s' login %zu: decided by line %u, which "
+                                      "lint says can never decide", actions[a], k, w.line);
+                                if (k == 0 || !policy_has_console(p))
+                                        check(w.decision == v.decision && w.by_default == v.by_default &&
+                                                      w.line == v.line,
+                                              "'%s': no seats differs from policy_check()", actions[a]);
+                                if (dp) {
+                                        f->asked = 0;
+                                        Verdict d = policy_check_console(dp, actions[a], &ids[i], &c);
+                                        if (!w.by_default)
+                                                check(!d.by_default && d.decision == w.decision && d.line == w.line,
+                                                      "'%s' login %zu: drop-in line %u, main line %u", actions[a], k,
+                                                      d.line, w.line);
+                                }
+                        }
                         check_verdict(&v, p, text_path, n_lines, text);
                         check(v.decision == again.decision && v.by_default == again.by_default &&
                                       v.file == again.file && v.line == again.line,

@@ -6,8 +6,9 @@
  *
  * Oracle: an independent model of docs/protocol.md computes the exact reply
  * stream the session must produce; any difference aborts. On top of that,
- * every decision the session takes is checked against the one rule that can
- * allow (one action for one uid), every fd handed to the session must be
+ * every decision the session takes is checked against the two rules that can
+ * allow (one action for one uid, and one more for that uid at a console),
+ * every fd handed to the session must be
  * closed exactly once, and the statistics must match the replies.
  *
  * Input: byte 0 = flags (bits 0-1 identity, bit 2 time out at the end, bit 3
@@ -78,9 +79,25 @@ static void buf_addf(Buf *b, const char *s) {
         buf_add(b, s, strlen(s));
 }
 
-/* Policy 0 allows ALLOWED_ACTION to uid_a only, policy 1 to uid_b only. */
+/* Policy 0 allows ALLOWED_ACTION to uid_a only, policy 1 to uid_b only;
+ * each allows CONSOLE_ACTION to the same uid when it is active at a seat,
+ * and denies LOCK_ACTION to anyone active at a seat. */
 static Policy *policies[2];
 static uid_t uid_a, uid_b, my_uid;
+
+#define CONSOLE_ACTION "con.use"
+#define LOCK_ACTION "con.lock"
+
+/* The login state the session's Console reports: uid_a is active on
+ * seat0, uid 4294967294 cannot be read (fail closed), others hold no seat. */
+static int fake_console_level(void *userdata, uint32_t uid, const char *seat) {
+        (void) userdata;
+        (void) seat;
+        if (uid == 4294967294u)
+                return -EIO;
+        return uid == uid_a ? CONSOLE_ACTIVE : CONSOLE_NONE;
+}
+static const Console fake_console = { .level = fake_console_level };
 
 static Policy *make_policy(uid_t allowed) {
         PolicyBuilder *b = policy_builder_new();
@@ -89,12 +106,18 @@ static Policy *make_policy(uid_t allowed) {
         RuleSpec deny = { .action = "org.example.*", .effect = DECISION_DENY, .anyone = true, .line = 2,
                           .id = "ex", .message = "no -- way" };
         RuleSpec deny_all = { .action = "*", .effect = DECISION_DENY, .uids = &r, .n_uids = 1, .line = 3 };
+        RuleSpec console = { .action = CONSOLE_ACTION, .effect = DECISION_ALLOW, .uids = &r, .n_uids = 1, .line = 4,
+                             .console = CONSOLE_ACTIVE };
+        RuleSpec lock = { .action = LOCK_ACTION, .effect = DECISION_DENY, .anyone = true, .line = 5,
+                          .console = CONSOLE_ACTIVE, .seat = "seat0" };
         Policy *p = NULL;
 
         check(b, "policy_builder_new");
         check(policy_builder_add_file(b, "fuzz.conf") == 0, "add_file");
         check(policy_builder_add_rule(b, &allow) == 0, "add_rule");
         check(policy_builder_add_rule(b, &deny) == 0, "add_rule");
+        check(policy_builder_add_rule(b, &console) == 0, "add_rule");
+        check(policy_builder_add_rule(b, &lock) == 0, "add_rule");
         check(policy_builder_add_rule(b, &deny_all) == 0, "add_rule");
         policy_builder_set_default(b, DECISION_DENY);
         check(policy_builder_finish(b, &p) == 0 && p, "finish");
@@ -150,16 +173,27 @@ static void model_err(Model *m, const char *reason) {
         m->closed = true;
 }
 
+static bool is(const char *action, size_t n, const char *s) {
+        return n == strlen(s) && memcmp(action, s, n) == 0;
+}
+
 static void model_verdict(Model *m, const char *action, size_t n, uid_t uid, int pol, bool explain) {
         uid_t allowed = pol == 0 ? uid_a : uid_b;
-        bool allow = n == strlen(ALLOWED_ACTION) && memcmp(action, ALLOWED_ACTION, n) == 0 && uid == allowed;
+        /* docs/policy.md: active at a seat, or login state unreadable (a deny matches, an allow does not). */
+        bool active = uid == uid_a && uid != 4294967294u, unreadable = uid == 4294967294u;
+        bool allow = is(action, n, ALLOWED_ACTION) && uid == allowed;
+        bool console = !allow && is(action, n, CONSOLE_ACTION) && uid == allowed && active;
         if (!explain)
-                return buf_addf(&m->out, allow ? "ALLOW\n" : "DENY\n");
+                return buf_addf(&m->out, allow || console ? "ALLOW\n" : "DENY\n");
         /* EXPLAIN: the rule that decided (make_policy()), with its id and message. */
         if (allow)
                 buf_addf(&m->out, "ALLOW fuzz.conf:1\n");
         else if (n >= 12 && memcmp(action, "org.example.", 12) == 0)
                 buf_addf(&m->out, "DENY id:ex -- no -- way\n");
+        else if (console)
+                buf_addf(&m->out, "ALLOW fuzz.conf:4\n");
+        else if (is(action, n, LOCK_ACTION) && (active || unreadable))
+                buf_addf(&m->out, "DENY fuzz.conf:5\n");
         else if (uid == allowed)
                 buf_addf(&m->out, "DENY fuzz.conf:3\n");
         else
@@ -288,11 +322,14 @@ static void hook_decision(void *userdata, const char *action, const Verdict *v, 
         Harness *h = userdata;
         check(v->decision == DECISION_DENY || v->decision == DECISION_ALLOW, "decision %d", (int) v->decision);
         if (v->decision == DECISION_ALLOW) {
-                check(strcmp(action, ALLOWED_ACTION) == 0, "ALLOW for '%s'", action);
+                bool console = strcmp(action, CONSOLE_ACTION) == 0;
+                check(console || strcmp(action, ALLOWED_ACTION) == 0, "ALLOW for '%s'", action);
                 const Policy *used = h->s.held_policy ? h->s.held_policy : policies[h->pol];
                 check(subject->uid == (used == policies[0] ? uid_a : uid_b), "ALLOW for uid %u",
                       (unsigned) subject->uid);
-                check(!v->by_default && v->line == 1, "ALLOW not by the allow rule");
+                check(!v->by_default && v->line == (console ? 4u : 1u), "ALLOW not by an allow rule");
+                check(!console || fake_console_level(NULL, subject->uid, NULL) == CONSOLE_ACTIVE,
+                      "ALLOW by the console rule for uid %u, not at a console", (unsigned) subject->uid);
         }
         check(!broker || broker == &h->s.creds, "broker is not the connection");
 }
@@ -303,7 +340,7 @@ static void hook_close(void *userdata, int fd) {
         h->fds_closed++;
 }
 
-static const SessionHooks hooks = { .decision = hook_decision, .close_fd = hook_close };
+static const SessionHooks hooks = { .decision = hook_decision, .close_fd = hook_close, .console = &fake_console };
 
 /* Read every pending reply, in odd-sized pieces, and let held requests run. */
 static void drain(Harness *h) {

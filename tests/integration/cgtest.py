@@ -602,6 +602,33 @@ def as_identity(uid, gid, groups, fn, timeout=30.0):
     return value
 
 
+def reenter_with_private_run_systemd(flag_env):
+    """As root, run the calling test file again in a private mount namespace
+    with an empty tmpfs of its own on /run/systemd (where sd-login reads
+    logind's state), and exit with its status; @flag_env is set to "1" in
+    there, and the call returns at once. Not root: return (the file's root
+    tests skip). No namespace to be had: skip the whole file (exit 77)."""
+    if os.geteuid() != 0 or os.environ.get(flag_env) == "1":
+        return
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        print(f"1..0 # SKIP no private mount namespace (unshare -m: {probe.stderr.decode().strip()})", flush=True)
+        sys.exit(77)
+    run_systemd = "/run/systemd"
+    created = not os.path.isdir(run_systemd)
+    if created:
+        os.mkdir(run_systemd, 0o755)  # the mount point; removed again below
+    try:
+        inner = f"mount -t tmpfs -o mode=0755,size=4m credgate-test-logind {run_systemd} && exec \"$0\" \"$@\""
+        sys.stdout.flush()
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner, sys.executable,
+                            os.path.abspath(sys.argv[0])], env=dict(os.environ, **{flag_env: "1"}))
+    finally:
+        if created:
+            os.rmdir(run_systemd)
+    sys.exit(r.returncode)
+
+
 def cli():
     """The credgate command-line client: $CREDGATE_CLI, else credgate in the build dir."""
     return env_path("CREDGATE_CLI", os.path.join(builddir(), "credgate"))

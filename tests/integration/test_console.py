@@ -20,7 +20,6 @@ printing the decisions and rules the daemon gives.
 import os
 import re
 import socket
-import subprocess
 import sys
 import unittest
 
@@ -51,29 +50,6 @@ settings = {{ brokers = {{ uids = ["0"]; }}; }};
 """
 
 ACTIONS = ["org.example.wifi.connect", "org.example.power.off", "org.example.kiosk.use", "org.example.lock.screen"]
-
-
-def reenter_in_namespace():
-    """As root and not yet inside: run this file again in a private mount
-    namespace with an empty tmpfs on /run/systemd, and exit with its status."""
-    if not ROOT or os.environ.get(NS_ENV) == "1":
-        return
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
-    if probe.returncode != 0:
-        print(f"1..0 # SKIP no private mount namespace (unshare -m: {probe.stderr.decode().strip()})", flush=True)
-        sys.exit(77)
-    created = not os.path.isdir(RUN_SYSTEMD)
-    if created:
-        os.mkdir(RUN_SYSTEMD, 0o755)  # the mount point; removed again below
-    try:
-        inner = (f"mount -t tmpfs -o mode=0755,size=1m credgate-test-logind {RUN_SYSTEMD} && "
-                 f"exec \"$0\" \"$@\"")
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner, sys.executable,
-                            os.path.abspath(__file__)], env=dict(os.environ, **{NS_ENV: "1"}))
-    finally:
-        if created:
-            os.rmdir(RUN_SYSTEMD)
-    sys.exit(r.returncode)
 
 
 def write_user(uid, online=(), active=(), state="active"):
@@ -317,5 +293,5 @@ class TestEvalSimulation(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    reenter_in_namespace()
+    cgtest.reenter_with_private_run_systemd(NS_ENV)
     cgtest.main()

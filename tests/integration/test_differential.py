@@ -33,6 +33,16 @@ expectation on purpose (the other decision, or another rule). credgate test
 must fail exactly those, at their lines, and pass all others: with the
 three answers above equal, it then agrees with eval and the daemon too.
 
+About one rule in seven has a console condition (console = "active" or
+"present", now and then with seat = "seat0" or "seat1"; issue 14). As root
+the test runs in a private mount namespace with a tmpfs of its own on
+/run/systemd, where it writes logind's per-uid files for a random login
+state of each uid before each policy (no file, a seat-less session, present
+or active on seat0 or seat1, or a session being closed): the daemon reads
+them with the real sd-login and sees each change through its monitor, eval
+simulates the same state with --console and --seat, and the model and the
+test files decide from it directly.
+
 Half the policies also name brokers (settings.brokers, a random subject);
 each child then ends its connection with a CHECK-PEER without a descriptor,
 which a broker gets ERR bad-peer-fd for and anyone else ERR not-a-broker,
@@ -71,6 +81,7 @@ POLICIES_PER_ROUND = 4   # policies each set of identities is asked about
 ACTIONS_PER_ID = 20      # CHECKs per connection, actions per eval
 ID_MAX = 4294967294
 DIRS = ("A", "B", "C")  # --rules-dir order: A has the highest precedence
+NS_ENV = "CREDGATE_TEST_DIFF_NS"  # set in the private mount namespace (cgtest.reenter_with_private_run_systemd)
 
 
 def note(msg):
@@ -191,18 +202,35 @@ def escape_ref_path(path):
     return out
 
 
-def model_decide(rules, default, uid, gid, groups, action):
+LEVELS = {"none": 0, "present": 1, "active": 2}
+NO_LOGIN = ("none", None)
+
+
+def console_holds(rule, login):
+    """docs/policy.md, "Console conditions": the level the uid holds on the
+    rule's seat (on any seat when it names none) reaches the rule's. @login
+    is (level, seat): that level on that one seat, none elsewhere."""
+    if "console" not in rule:
+        return True
+    level, seat = login
+    held = level if rule.get("seat") in (None, seat) else "none"
+    return LEVELS[held] >= LEVELS[rule["console"]]
+
+
+def model_decide(rules, default, uid, gid, groups, action, login=NO_LOGIN):
     """(decision, eval's 'by', EXPLAIN's reply line, message or None,
-    whether the deciding rule has placeholders)."""
+    whether the deciding rule has placeholders, whether it has a console
+    condition)."""
     for path, line, r in rules:
-        if action_matches(r["action"], action, uid, gid, groups) and subject_matches(r, uid, gid, groups):
+        if action_matches(r["action"], action, uid, gid, groups) and subject_matches(r, uid, gid, groups) and \
+                console_holds(r, login):
             dec = r["effect"].upper()
             ref = f"id:{r['id']}" if "id" in r else f"{escape_ref_path(path)}:{line}"
             msg = r.get("message")
             return (dec, f"{path}:{line}" + (f" ({r['id']})" if "id" in r else ""),
-                    f"{dec} {ref}" + (f" -- {msg}" if msg else ""), msg, "{" in r["action"])
+                    f"{dec} {ref}" + (f" -- {msg}" if msg else ""), msg, "{" in r["action"], "console" in r)
     dec = (default or "deny").upper()
-    return dec, "default", f"{dec} default", None, False
+    return dec, "default", f"{dec} default", None, False, False
 
 
 # ---------------------------------------------------------------------------
@@ -339,7 +367,29 @@ class Gen:
                 break
         if "anyone" not in rule and r.random() < 0.1:
             rule["anyone"] = False  # matches nobody, is no subject by itself
+        # An allow for anyone may not carry a console condition (a load error).
+        if r.random() < 0.15 and not (rule["effect"] == "allow" and rule.get("anyone") is True):
+            rule["console"] = r.choice(["active", "present"])
+            if r.random() < 0.4:
+                rule["seat"] = r.choice(["seat0", "seat1"])
         return rule
+
+    def logins(self, uids):
+        """A login state for each uid: (level, seat) and how logind's file
+        shows it: "nofile", "seatless" (an SSH session), "closing" (a process
+        left after logout: active, not online), or "seat"."""
+        r = self.rng
+        out = {}
+        for uid in uids:
+            k = r.random()
+            if uid == 65535:
+                # Nobody's uid for systemd: a file claiming a seat is ignored.
+                out[uid] = ("none", None, "uid65535")
+            elif k < 0.3:
+                out[uid] = ("none", None, r.choice(["nofile", "seatless", "closing"]))
+            else:
+                out[uid] = (r.choice(["present", "active", "active"]), r.choice(["seat0", "seat0", "seat1"]), "seat")
+        return out
 
     def message(self):
         r = self.rng
@@ -498,6 +548,10 @@ def render_rules(rules, rng, start_line):
                 parts.append(f"{key} = {o}" + ", ".join(q(v) for v in rule[key]) + f"{c};")
         if "anyone" in rule:
             parts.append(f"anyone = {'true' if rule['anyone'] else 'false'};")
+        if "console" in rule:
+            parts.append(f"console = {q(rule['console'])};")
+        if "seat" in rule:
+            parts.append(f"seat = {q(rule['seat'])};")
         rng.shuffle(parts)
         comma = "," if i < len(rules) - 1 else ""
         if rng.random() < 0.2:
@@ -739,21 +793,58 @@ def eval_program():
     return cli, env
 
 
-def eval_cmd(root, uid, gid, groups, actions, prog=None):
+def eval_cmd(root, uid, gid, groups, actions, prog=None, login=NO_LOGIN):
     cmd = [prog or cgtest.cli(), "eval", "-c", os.path.join(root, "main.conf")]
     for d in DIRS:
         cmd += ["--rules-dir", os.path.join(root, d)]
-    cmd += ["--uid", str(uid), "--gid", str(gid), "--groups", ",".join(map(str, groups)), "--"] + actions
-    return cmd
+    cmd += ["--uid", str(uid), "--gid", str(gid), "--groups", ",".join(map(str, groups))]
+    if login[0] != "none":
+        cmd += ["--console", login[0], "--seat", login[1]]
+    elif uid % 2:
+        cmd += ["--console", "none"]  # the same as no option
+    return cmd + ["--"] + actions
+
+
+USERS_DIR = "/run/systemd/users"
+
+
+def write_logins(logins):
+    """logind's per-uid files for @logins (Gen.logins()), each renamed into
+    place as logind does; files of other uids are removed."""
+    if os.environ.get(NS_ENV) != "1":
+        return
+    os.makedirs(USERS_DIR, mode=0o755, exist_ok=True)
+    keep = set()
+    for uid, (level, seat, how) in logins.items():
+        if how == "nofile":
+            continue
+        active = seat if level == "active" else ""
+        online = seat if level in ("present", "active") else ""
+        if how == "closing":
+            active, online = "seat0", ""
+        elif how == "uid65535":
+            active = online = "seat0"
+        text = f"NAME=u{uid}\nSTATE=active\nACTIVE_SEATS={active}\nONLINE_SEATS={online}\n"
+        tmp = os.path.join(USERS_DIR, f".#{uid}")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(USERS_DIR, str(uid)))
+        keep.add(str(uid))
+    for name in os.listdir(USERS_DIR):
+        if name not in keep:
+            os.unlink(os.path.join(USERS_DIR, name))
 
 
 # FILE:LINE, then the rule's id if any, then the rule's message if any
 EVAL_RE = re.compile(r"^(ALLOW|DENY) (\S+) by (\S+(?: \(\S+\))?)(?:: ([ -~]{1,200}))?$")
+EVAL_CONSOLE_RE = re.compile(r"^console: (none|(?:active|present) on seat[01]) \(simulated\)$")
 
 
 def parse_eval(proc_out, rc, err, actions):
     """[(decision, by)] or raise with eval's output."""
     lines = proc_out.splitlines()
+    if lines and EVAL_CONSOLE_RE.match(lines[0]):
+        lines = lines[1:]  # what --console simulated (checked against the model's state by the answers)
     if len(lines) != len(actions) or rc not in (0, 1):
         raise AssertionError(f"credgate eval exited {rc} with {len(lines)} lines for {len(actions)} actions:\n"
                              f"stdout: {proc_out}\nstderr: {err}")
@@ -778,6 +869,7 @@ class Harness:
         self.offset = 0
         self.reloads = 0
         self.prog, self.env = eval_program()
+        self.logins = {}  # uid -> Gen.logins() entry, as written to /run/systemd/users
 
     def start(self, pol, seed):
         write_policy(pol, self.root, seed)
@@ -816,9 +908,19 @@ class Harness:
         self.offset += len(text)
         self.reloads += 1
 
+    def login(self, uid):
+        level, seat, _ = self.logins.get(uid, ("none", None, "nofile"))
+        return level, seat
+
+    def set_logins(self, logins):
+        """Outside the namespace the daemon sees the host's logind: no states."""
+        self.logins = logins if os.environ.get(NS_ENV) == "1" else {}
+        write_logins(self.logins)
+
     def start_eval(self, ident, actions):
         uid, gid, groups = ident
-        return subprocess.Popen(eval_cmd(self.root, uid, gid, groups, actions, self.prog), env=self.env,
+        return subprocess.Popen(eval_cmd(self.root, uid, gid, groups, actions, self.prog, self.login(uid)),
+                                env=self.env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(self, pol, ident, actions, who, dec, peer, p):
@@ -837,7 +939,7 @@ class Harness:
                                  f"{','.join(map(str, groups))}\n{policy_text(pol, self.root)}")
         ev = parse_eval(out, p.returncode, err, actions)
         rules = model_rules(pol, self.root)
-        mod = [model_decide(rules, pol["default"], uid, gid, groups, a) for a in actions]
+        mod = [model_decide(rules, pol["default"], uid, gid, groups, a, self.login(uid)) for a in actions]
         return dec, ev, mod
 
     def answers_batch(self, pol, workers, batches):
@@ -873,11 +975,11 @@ TEST_FAIL_RE = re.compile(r"^FAIL (\S+):(\d+): ")
 
 def test_file_cases(cases, rules, rng):
     """The text of a credgate test file for @cases [(uid, gid, groups,
-    action, (decision, by))], and the set of its lines that carry a wrong
-    expectation on purpose."""
+    action, (decision, by), login)], and the set of its lines that carry a
+    wrong expectation on purpose."""
     names = [f"{path}:{line}" for path, line, _ in rules] + ["default"]
     out, wrong = ["cases = ("], set()
-    for i, (uid, gid, groups, action, (dec, by, *_)) in enumerate(cases):
+    for i, (uid, gid, groups, action, (dec, by, *_), login) in enumerate(cases):
         m = re.match(r"^(\S+)(?: \((\S+)\))?$", by)
         where, rid = m.group(1), m.group(2)
         rule = rid if rid and rng.random() < 0.5 else where
@@ -892,6 +994,10 @@ def test_file_cases(cases, rules, rng):
             wrong.add(line)
         gids = ", ".join(f'"{g}"' for g in groups)
         who = f'uid = "{uid}"; gid = "{gid}"; gids = [{gids}];'
+        if login[0] != "none":
+            who += f' console = "{login[0]}"; seat = "{login[1]}";'
+        elif rng.random() < 0.3:
+            who += ' console = "none";'
         out.append(f'  {{ {who} action = "{action}"; expect = "{expect}"; rule = "{rule}"; }}'
                    + ("," if i + 1 < len(cases) else ""))
     out.append(");")
@@ -1058,7 +1164,7 @@ class TestDifferential(unittest.TestCase):
 
         t0 = time.monotonic()
         cases = identities = test_runs = 0
-        stats = {"ALLOW": 0, "DENY": 0, "default": 0, "placeholder": 0, "message": 0}
+        stats = {"ALLOW": 0, "DENY": 0, "default": 0, "placeholder": 0, "message": 0, "console": 0}
         failure = None
         for n in range(n_policies):
             if n % POLICIES_PER_ROUND == 0:
@@ -1066,6 +1172,7 @@ class TestDifferential(unittest.TestCase):
                 idents = gen.identities(IDS_PER_ROUND)
             pol = gen.policy()
             pseed = rng.getrandbits(32)
+            h.set_logins(gen.logins(sorted({uid for uid, _, _ in idents})))
             if n == 0:
                 h.start(pol, pseed)
             else:
@@ -1077,13 +1184,14 @@ class TestDifferential(unittest.TestCase):
             batches = [gen.actions(rules, ACTIONS_PER_ID, w.ident) for w in workers]
             test_cases = []
             for w, actions, (d, e, m) in zip(workers, batches, h.answers_batch(pol, workers, batches)):
-                test_cases += [(*w.ident, a, m[i]) for i, a in enumerate(actions)]
+                test_cases += [(*w.ident, a, m[i], h.login(w.ident[0])) for i, a in enumerate(actions)]
                 for i, a in enumerate(actions):
                     cases += 1
                     stats[m[i][0]] += 1
                     stats["placeholder"] += m[i][4]
                     stats["message"] += m[i][3] is not None
                     stats["default"] += m[i][1] == "default"
+                    stats["console"] += m[i][5]
                     if failure is None and disagrees(d[i], e[i], m[i]):
                         failure = (pol, pseed, w.ident, a, n)
             if failure:
@@ -1096,13 +1204,16 @@ class TestDifferential(unittest.TestCase):
         took = time.monotonic() - t0
         note(f"{cases} cases ({n + 1} policies, {identities} identities, {h.reloads} reloads) in {took:.1f} s; "
              f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default, "
-             f"{stats['placeholder']} by rules with {{uid}}/{{gid}}, {stats['message']} with a message; "
+             f"{stats['placeholder']} by rules with {{uid}}/{{gid}}, {stats['message']} with a message, "
+             f"{stats['console']} by rules with a console condition; "
              f"credgate test agreed on {test_runs} test files")
 
         if not failure and want_cases >= 2000:
             # A run that never reaches these proves nothing about them.
             self.assertGreater(stats["placeholder"], want_cases // 200, stats)
             self.assertGreater(stats["message"], want_cases // 50, stats)
+            if os.environ.get(NS_ENV) == "1":
+                self.assertGreater(stats["console"], want_cases // 100, stats)
         if failure:
             pol, pseed, ident, action, n = failure
             d, e, m = h.answers(pol, *ident, [action])
@@ -1111,19 +1222,22 @@ class TestDifferential(unittest.TestCase):
             pol, ident = shrink(h, pol, pseed, ident, action)
             d, e, m = h.answers(pol, *ident, [action])
             uid, gid, groups = ident
+            login = h.logins.get(uid, ("none", None, "nofile"))
             self.fail(f"disagreement (seed {seed}, policy #{n}); {first}; shrunk to:\n"
                       f"{policy_text(pol, root)}\n"
                       f"--- identity: uid={uid} gid={gid} groups={','.join(map(str, groups))}\n"
+                      f"--- login state of uid {uid}: {login}\n"
                       f"--- action: {action}\n"
                       f"daemon CHECK:   {d[0][0]}\n"
                       f"daemon EXPLAIN: {d[0][1]}\n"
                       f"credgate eval:  {e[0][0]} by {e[0][1]}: {e[0][2]!r}\n"
                       f"model:          {m[0][0]} by {m[0][1]}: {m[0][3]!r}\n"
                       f"model EXPLAIN:  {m[0][2]}\n"
-                      f"eval command: {shlex.join(eval_cmd(root, uid, gid, groups, [action]))}\n"
+                      f"eval command: {shlex.join(eval_cmd(root, uid, gid, groups, [action], login=h.login(uid)))}\n"
                       f"(the temp dir is removed; its files are printed above)")
         h.stop()
 
 
 if __name__ == "__main__":
+    cgtest.reenter_with_private_run_systemd(NS_ENV)
     cgtest.main()

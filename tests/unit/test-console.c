@@ -165,12 +165,20 @@ START_TEST(test_bounded) {
         }
         console_cache_counts(cache, &asked, &read);
         ck_assert_uint_eq(asked, 100000);
-        ck_assert_uint_eq(read, 100000);
+        ck_assert_uint_eq(read, 100000 - 1); /* 65535 is nobody's uid for systemd: never read */
         /* The same uid again and again reads once. */
         for (int i = 0; i < 1000; i++)
                 ck_assert_int_eq(level(1000, "seat0"), CONSOLE_ACTIVE);
         console_cache_counts(cache, &asked, &read);
-        ck_assert_uint_le(read, 100001);
+        ck_assert_uint_le(read, 100000);
+}
+
+START_TEST(test_uid_65535) {
+        B.fail = -EINVAL; /* what sd-login says for it */
+        ck_assert_int_eq(level(65535, NULL), CONSOLE_NONE);
+        ck_assert_int_eq(level(65535, "seat0"), CONSOLE_NONE);
+        ck_assert_uint_eq(B.calls, 0);
+        ck_assert_int_eq(level(65534, NULL), -EINVAL);
 }
 END_TEST
 
@@ -189,6 +197,7 @@ static Suite *console_suite(void) {
         tcase_add_test(tc, test_errors_not_cached);
         tcase_add_test(tc, test_error_on_second_list);
         tcase_add_test(tc, test_bounded);
+        tcase_add_test(tc, test_uid_65535);
         tcase_add_test(tc, test_free_null);
         suite_add_tcase(s, tc);
         return s;
