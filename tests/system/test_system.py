@@ -730,6 +730,10 @@ class Stage:
             d[k] = v
         return d
 
+    def show_session(self, sid):
+        r = self.c(["loginctl", "show-session", sid, "--property=Seat", "--property=Active", "--property=State"])
+        return dict(line.partition("=")[::2] for line in r.out.splitlines())
+
     def main_pid(self):
         return int(self.show("credgated.service", "MainPID").get("MainPID") or 0)
 
@@ -1275,6 +1279,83 @@ def check_example(S):
     note("example: " + r.out.strip().replace("\n", " | "))
 
 
+WIFI_RULE = ('{ id = "netdev-wifi"; action = "org.example.wifi.*"; effect = "allow"; groups = ["netdev"]; '
+             'console = "active"; }')
+
+
+def sessions(S):
+    """{user: (session id, seat, active)} from loginctl."""
+    out = {}
+    for line in S.c(["loginctl", "list-sessions", "--no-legend", "--no-pager"]).out.splitlines():
+        f = line.split()
+        if len(f) >= 3:
+            sid, user = f[0], f[2]
+            p = S.show_session(sid)
+            out[user] = (sid, p.get("Seat", ""), p.get("Active") == "yes", p.get("State", ""))
+    return out
+
+
+def check_console(S):
+    """Issue 14 against the real logind: ALICE holds the foreground session of
+    seat0, BOB (both in netdev) a seat-less one as SSH would give him. The
+    asking processes (runuser -u) belong to no session at all: the decision
+    follows the uid, as documented."""
+    S.ensure_socket()
+    S.c(["groupadd", "-f", "netdev"])
+    for u in (ALICE, BOB):
+        S.ok(["usermod", "-aG", "netdev", u])
+    S.set_policy(policy(extra_rules=[WIFI_RULE]))
+    S.restart_fresh()
+    try:
+        action = "org.example.wifi.connect"
+        before = {u: S.check_actions(u, [action])[0][0] for u in (ALICE, BOB)}
+        expect(before == {ALICE: "DENY", BOB: "DENY"}, f"before any session: {before}")
+        # pam_systemd (runuser -l) registers the sessions; on a seat without VTs
+        # (a container) logind activates a new seat0 session at once.
+        S.ok(["sh", "-c", f"XDG_SEAT=seat0 XDG_SESSION_CLASS=user XDG_SESSION_TYPE=tty setsid runuser -l {ALICE} "
+                          "-c 'exec sleep 600' </dev/null >/dev/null 2>&1 &"])
+        S.ok(["sh", "-c", f"setsid runuser -l {BOB} -c 'exec sleep 600' </dev/null >/dev/null 2>&1 &"])
+        deadline = time.monotonic() + 10
+        while True:
+            ss = sessions(S)
+            if ALICE in ss and BOB in ss and ss[ALICE][2]:
+                break
+            expect(time.monotonic() < deadline, f"sessions did not appear (is libpam-systemd installed?): {ss}")
+            time.sleep(0.05)
+        note(f"sessions: {ALICE} {ss[ALICE]}, {BOB} {ss[BOB]} (id, seat, active, state)")
+        expect(ss[ALICE][1] == "seat0" and ss[BOB][1] == "" and ss[BOB][2],
+               f"want {ALICE} on seat0 and {BOB} seat-less but active: {ss}")
+        got = {u: S.check_actions(u, [action])[0][0] for u in (ALICE, BOB)}
+        expect(got == {ALICE: "ALLOW", BOB: "DENY"}, f"with the sessions: {got}")
+        # The daemon's reasons, and credgate eval simulating the same state.
+        for u, console, want in ((ALICE, "active", "ALLOW"), (BOB, "none", "DENY")):
+            live = S.c(["credgate", "check", "-v", action], user=u).out.strip()
+            ev = S.c(["credgate", "eval", "--user", u, "--console", console, action]).out.strip().splitlines()
+            expect(ev[0] == f"console: {console} (simulated)" if console == "none" else
+                   ev[0] == f"console: {console} on seat0 (simulated)", f"eval's first line: {ev}")
+            by = "netdev-wifi" if want == "ALLOW" else "default"
+            expect(live == f"{want} {action} by {by}", f"credgate check -v as {u}: {live!r}")
+            expect(ev[1].startswith(f"{want} {action} by ") and (by == "default") == ev[1].endswith("by default")
+                   and (by == "default" or "(netdev-wifi)" in ev[1]), f"credgate eval for {u}: {ev}")
+        note(f"{ALICE} at seat0: {S.c(['credgate', 'check', '-v', action], user=ALICE).out.strip()}; "
+             f"{BOB} over 'SSH': DENY by default")
+        # The session ends: the decision follows within the monitor's reach.
+        S.ok(["loginctl", "terminate-session", ss[ALICE][0]])
+        t0 = time.monotonic()
+        while True:
+            now = S.check_actions(ALICE, [action])[0][0]
+            if now == "DENY":
+                break
+            expect(time.monotonic() - t0 < 10, f"{ALICE} still ALLOWed {time.monotonic() - t0:.1f} s after logout")
+            time.sleep(0.05)
+        note(f"after {ALICE}'s session ended: DENY within {time.monotonic() - t0:.2f} s of terminate-session")
+    finally:
+        S.c(["loginctl", "terminate-user", ALICE])
+        S.c(["loginctl", "terminate-user", BOB])
+        S.set_policy(policy())
+        S.restart_fresh()
+
+
 def check_f1_start_limit(S):
     S.ensure_socket()
     S.set_policy(policy({"idle_exit": 1}))
@@ -1422,6 +1503,8 @@ CHECKS = [
     ("check 11 (fault 4): the installed Python module imports and answers as an unprivileged user, no PYTHONPATH",
      check_python),
     ("check 12: the libcredgate(3) example compiles against the installed credgate.pc and answers", check_example),
+    ("check 13: console = \"active\" follows the real logind: ALLOW at seat0, DENY seat-less and after logout",
+     check_console),
     ("fault 1: idle_exit = 1 and a client every 1.3 s: every request answered, the socket never fails",
      check_f1_start_limit),
     ("fault 2: under descriptor pressure the accept() warning reaches the journal, no audit entry lost silently",
