@@ -52,6 +52,9 @@ typedef struct Rule {
         uint16_t seat; /* with console: 1 + index into Policy.seats, or 0 for any seat */
 } Rule;
 
+/* 44 bytes: memory per rule is a benchmark target (docs/performance.md). */
+_Static_assert(sizeof(Rule) == 44, "a Rule grew");
+
 enum { PATTERN_PREFIX = 1, PATTERN_SUFFIX = 2 };
 
 /* Placeholders in a compiled action: bytes that no action holds. */

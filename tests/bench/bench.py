@@ -52,6 +52,9 @@ OWNER_PATTERN = "org.pkgowner.home.{uid}"  # in the owner-scoped policy: allowed
 def owner_action(uid):
     return f"org.pkgowner.home.{uid}"
 
+
+CONSOLE_ACTION = "bench.console"  # in the console policy: a console rule is asked, then the next rule allows
+
 # Targets of issue 5 ("Targets").
 T_RPS_VS_REF = 0.8
 T_P99_VS_REF = 1.5
@@ -120,13 +123,16 @@ def owner_pattern(j, pkg):
     return f"org.pkg{pkg}.home.{{uid}}"
 
 
-def write_policy(path, n_rules, n_patterns, uid, placeholders=False):
+def write_policy(path, n_rules, n_patterns, uid, placeholders=False, console=False):
     """n_rules rules in all: n_rules - 1 generated ones (n_patterns of them
     patterns, spread evenly; owner-scoped ones with {uid}/{gid} when
     @placeholders), then the one rule that allows ALLOWED, last, so that no
     lookup can stop early by scanning in order. With @placeholders, the rule
     before it allows OWNER_PATTERN to anyone, so OWNER_ACTION(uid) is allowed
-    for the benchmark's own uid alone."""
+    for the benchmark's own uid alone. With @console, every 100th rule has a
+    console condition (issue 14), and CONSOLE_ACTION is decided after asking
+    the login state: a console rule for the benchmark's uid comes first (it
+    holds no seat, so it does not match), then a plain rule allows."""
     every = (n_rules - 1) // n_patterns if n_patterns else 0
     j = 0
     with open(path, "w") as f:
@@ -140,7 +146,13 @@ def write_policy(path, n_rules, n_patterns, uid, placeholders=False):
             else:
                 action = f"org.pkg{pkg}.act{act}"
             effect = "deny" if i % 3 == 0 else "allow"
-            f.write(f'  {{ action = "{action}"; effect = "{effect}"; {subject(i)} }},\n')
+            cond = ""
+            if console and i % 100 == 50 and "anyone" not in subject(i):
+                cond = ' console = "active";' if i % 200 == 50 else ' console = "present"; seat = "seat0";'
+            f.write(f'  {{ action = "{action}"; effect = "{effect}"; {subject(i)}{cond} }},\n')
+        if console:
+            f.write(f'  {{ action = "{CONSOLE_ACTION}"; effect = "allow"; uids = ["{uid}"]; console = "active"; }},\n')
+            f.write(f'  {{ action = "{CONSOLE_ACTION}"; effect = "allow"; uids = ["{uid}"]; }},\n')
         if placeholders:
             f.write(f'  {{ action = "{OWNER_PATTERN}"; effect = "allow"; anyone = true; }},\n')
         f.write(f'  {{ action = "{ALLOWED}"; effect = "allow"; uids = ["{uid}"]; }}\n);\n')
@@ -295,7 +307,8 @@ class Bench:
 
     def policy(self, name, n_rules, n_patterns):
         path = os.path.join(self.work, f"{name}.conf")
-        write_policy(path, n_rules, n_patterns, self.uid, placeholders=name.endswith("-u"))
+        write_policy(path, n_rules, n_patterns, self.uid, placeholders=name.endswith("-u"),
+                     console=name.endswith("-c"))
         return path
 
     def start_credgated(self, name, conf, extra=(), prefix=(), bench_settings=True):
@@ -551,6 +564,7 @@ class Bench:
             ("p10k-w", "10,000 rules, 1,000 patterns", 10000, 1000),
             ("p100k-w", "100,000 rules, 1,000 patterns", 100000, 1000),
             ("p100k-u", "100,000 rules, 1,000 {uid}/{gid} patterns", 100000, 1000),
+            ("p100k-c", "100,000 rules, 1,000 patterns, 1,000 console conditions", 100000, 1000),
         ]
         confs = {key: self.policy(key, n, pat) for key, _label, n, pat in policies}
 
@@ -561,7 +575,8 @@ class Bench:
         log("policy_check() alone, in a loop (policy-cost)")
         cost = {}
         for key, *_ in policies:
-            extra = [owner_action(self.uid)] if key.endswith("-u") else []
+            extra = ([owner_action(self.uid)] if key.endswith("-u") else
+                     [CONSOLE_ACTION] if key.endswith("-c") else [])
             r = subprocess.run([self.policy_cost, confs[key], ALLOWED, NOMATCH] + extra, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, check=True)
             cost[key] = [float(line.split()[1]) for line in r.stdout.splitlines()]
@@ -595,6 +610,9 @@ class Bench:
         t = next(x for x in targets if x["key"] == "p100k-u")
         targets.append(dict(t, key="p100k-u:owner", label=t["label"] + f", {owner_action(self.uid)}",
                             action=owner_action(self.uid), expect="ALLOW"))
+        t = next(x for x in targets if x["key"] == "p100k-c")
+        targets.append(dict(t, key="p100k-c:console", label=t["label"] + f", {CONSOLE_ACTION}",
+                            action=CONSOLE_ACTION, expect="ALLOW"))
         for t in targets:  # every server gives the expected answer before anything is timed
             self.load(t["server"].sock, ["--requests", "1", "--action", t["action"], "--expect", t["expect"]])
             if t["key"] == "ref" and t["action"] != ALLOWED:
@@ -706,6 +724,9 @@ class Bench:
                      for cell in all_cells], f">= {T_SIZE_WILD} x", ge, T_SIZE_WILD)
         self.family("100,000 rules + 1,000 {uid}/{gid} patterns: decisions/s vs 10 rules",
                     [(f"{cell} {key}", self.cell(cell, key)["rps_vs_p10"]) for key in ("p100k-u", "p100k-u:owner")
+                     for cell in all_cells], f">= {T_SIZE_WILD} x", ge, T_SIZE_WILD)
+        self.family("100,000 rules + 1,000 console conditions: decisions/s vs 10 rules",
+                    [(f"{cell} {key}", self.cell(cell, key)["rps_vs_p10"]) for key in ("p100k-c", "p100k-c:console")
                      for cell in all_cells], f">= {T_SIZE_WILD} x", ge, T_SIZE_WILD)
         errs = sum(c["errors"] for c in self.cells)
         self.fig("matrix: errors and wrong answers in all cells", errs, "", "0", errs == 0)
@@ -843,7 +864,8 @@ class Bench:
         p("policy_check() alone (tests/bench/policy-cost, no sockets), ns per decision:")
         p(f"  {'':<30} {ALLOWED:>16} {NOMATCH:>18}")
         for key, label, n, pat in i["policies"]:
-            owner = (f"   {owner_action(self.uid)}: {i['cost'][key][2]:.1f}" if len(i["cost"][key]) > 2 else "")
+            third = owner_action(self.uid) if key.endswith("-u") else CONSOLE_ACTION
+            owner = (f"   {third}: {i['cost'][key][2]:.1f}" if len(i["cost"][key]) > 2 else "")
             p(f"  {label:<30} {i['cost'][key][0]:16.1f} {i['cost'][key][1]:18.1f}{owner}")
         p("")
         p("Policy load (start to first answer), credgated -t, memory:")

@@ -1150,7 +1150,7 @@ class TestTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertNotIn("FAIL", r.stdout)
         lines = r.stdout.splitlines()
-        self.assertEqual(lines[-2], "coverage: 7 of 7 rules (100%)")
+        self.assertEqual(lines[-2], "coverage: 8 of 8 rules (100%)")
         self.assertRegex(lines[-1], r"^[1-9]\d* passed, 0 failed$")
 
     def test_agrees_with_eval(self):
