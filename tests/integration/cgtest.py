@@ -18,6 +18,7 @@ SYSTEMD_ANALYZE, SYSTEMD_SOCKET_ACTIVATE.
 """
 
 import array
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -627,6 +628,42 @@ def reenter_with_private_run_systemd(flag_env):
         if created:
             os.rmdir(run_systemd)
     sys.exit(r.returncode)
+
+
+@contextlib.contextmanager
+def peer_connection(folder, uid, gid, groups):
+    """A connected Unix stream socket whose peer is a child holding (uid,
+    gid, groups) for real: what a service accepts from its client, to ask
+    CHECK-PEER or EXPLAIN-PEER about. The child waits for one byte (sent on
+    leaving) and exits."""
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = os.path.join(folder, f"peer-{os.getpid()}-{uid}.sock")
+    lsock.bind(path)
+    os.chmod(path, 0o777)
+    lsock.listen(1)
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups(list(groups))
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.recv(1)
+        finally:
+            os._exit(0)
+    conn = None
+    try:
+        conn, _ = lsock.accept()
+        yield conn
+        conn.sendall(b"x")
+    finally:
+        if conn:
+            conn.close()
+        os.waitpid(pid, 0)
+        lsock.close()
+        os.unlink(path)
 
 
 def cli():

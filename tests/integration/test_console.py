@@ -19,7 +19,6 @@ printing the decisions and rules the daemon gives.
 
 import os
 import re
-import socket
 import sys
 import unittest
 
@@ -174,33 +173,11 @@ class TestConsole(unittest.TestCase):
     def test_6_peer_judged_by_its_uid(self):
         """EXPLAIN-PEER from root (a broker, on no seat) for a peer of uid 1000."""
         write_user(1000, online=["seat0"], active=["seat0"])
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = os.path.join(self.d.dir, "svc.sock")
-        lsock.bind(path)
-        os.chmod(path, 0o777)
-        lsock.listen(1)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgroups([NETDEV])
-                os.setresgid(1000, 1000, 1000)
-                os.setresuid(1000, 1000, 1000)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(path)
-                s.recv(1)
-            finally:
-                os._exit(0)
-        try:
-            conn, _ = lsock.accept()
+        with cgtest.peer_connection(self.d.dir, 1000, 1000, [NETDEV]) as conn:
             with credgate.Client(self.d.socket) as c:
                 e = c.explain_peer(conn, "org.example.wifi.connect")
                 self.assertEqual((e.allowed, e.ref), ALLOW_WIFI)
                 self.assertFalse(c.check("org.example.wifi.connect"))  # root itself is at no seat
-            conn.sendall(b"x")
-            conn.close()
-        finally:
-            os.waitpid(pid, 0)
-            lsock.close()
 
     def test_7_logout(self):
         remove_user(1000)

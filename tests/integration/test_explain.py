@@ -221,24 +221,7 @@ class TestOwnerScoped(Case):
 
     def test_broker_asks_for_peer(self):
         """EXPLAIN-PEER: the peer's uid fills {uid}, not the broker's."""
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = os.path.join(self.d.dir, "svc.sock")
-        lsock.bind(path)
-        os.chmod(path, 0o777)
-        lsock.listen(1)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgroups([])
-                os.setresgid(1000, 1000, 1000)
-                os.setresuid(1000, 1000, 1000)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(path)
-                s.recv(1)
-            finally:
-                os._exit(0)
-        try:
-            conn, _ = lsock.accept()
+        with cgtest.peer_connection(self.d.dir, 1000, 1000, []) as conn:
             with credgate.Client(self.d.socket) as c:
                 self.assertEqual(c.explain_peer(conn, "org.example.home.update.1000"),
                                  credgate.Explanation(True, "id:own-home", "your own home only"))
@@ -246,11 +229,6 @@ class TestOwnerScoped(Case):
                 self.assertEqual(c.explain_peer(conn, "org.example.backup.run"),
                                  credgate.Explanation(False, "id:no-bob-backup",
                                                       "Backups run from the ops rota; ask #ops"))
-            conn.sendall(b"x")
-            conn.close()
-        finally:
-            os.waitpid(pid, 0)
-            lsock.close()
 
 
 class TestNonBroker(unittest.TestCase):
