@@ -125,3 +125,5 @@ int cmd_eval(const Context *ctx, const Command *cmd, int argc, char **argv);
 void help_eval(void);
 int cmd_test(const Context *ctx, const Command *cmd, int argc, char **argv);
 void help_test(void);
+int cmd_stats(const Context *ctx, const Command *cmd, int argc, char **argv);
+void help_stats(void);

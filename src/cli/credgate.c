@@ -326,6 +326,7 @@ static const Command commands[] = {
           help_eval },
         { "test", "[-c FILE] [--rules-dir DIR]... [-v] [--coverage] [--junit FILE] [--console LEVEL] TESTFILE...",
           cmd_test, help_test },
+        { "stats", "[--metrics-socket PATH] [--openmetrics | --rules]", cmd_stats, help_stats },
 };
 
 static const Command *find_command(const char *name) {
@@ -345,7 +346,9 @@ static void help(void) {
                "  eval [-c FILE] (--user NAME | --uid N) [--gid N] [--groups LIST] ACTION...\n"
                "                         what would the policy decide for that identity, and why\n"
                "  test [-c FILE] [-v] [--coverage] [--junit FILE] TESTFILE...\n"
-               "                         run test cases of expected decisions against the policy\n\n"
+               "                         run test cases of expected decisions against the policy\n"
+               "  stats [--openmetrics | --rules]\n"
+               "                         the daemon's counters, from its metrics socket\n\n"
                "Options:\n"
                "  -s, --socket PATH      the daemon's socket (default $CREDGATE_SOCKET, else\n"
                "                         %s)\n"

@@ -31,6 +31,7 @@ typedef struct Bucket {
 struct Audit {
         LogTarget target;
         AuditLevel level;
+        uint64_t n_suppressed; /* entries the rate limit dropped, ever */
         void *buckets; /* tsearch() tree of Bucket, by uid */
 };
 
@@ -117,7 +118,12 @@ static bool ratelimit(Audit *a, uint32_t uid, uint64_t now) {
                 return true;
         }
         b->suppressed++;
+        a->n_suppressed++;
         return false;
+}
+
+uint64_t audit_suppressed(const Audit *a) {
+        return a ? a->n_suppressed : 0;
 }
 
 bool audit_wants(const Audit *a, Decision d) {
@@ -143,6 +149,7 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
         char by[4096 + 300];
         snprintf(by, sizeof(by), "%s%s%s%s", rule, v->id ? " (" : "", v->id ? v->id : "", v->id ? ")" : "");
         const char *d = allow ? "ALLOW" : "DENY";
+        const char *rev = v->revision ? v->revision : "none";
 
         if (a->target == LOG_TARGET_JOURNAL) {
                 if (broker)
@@ -158,6 +165,7 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
                                 "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid,
                                 "CREDGATE_BROKER_PID=%" PRIi32, (int32_t) broker->pid,
                                 "CREDGATE_BROKER_UID=%" PRIu32, (uint32_t) broker->uid,
+                                "CREDGATE_POLICY_REVISION=%s", rev,
                                 v->id ? "CREDGATE_RULE_ID=%s" : NULL, v->id, NULL));
                 else
                         (void) log_journal_result(sd_journal_send(
@@ -168,23 +176,24 @@ void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdi
                                 "CREDGATE_RULE=%s", rule, "CREDGATE_PEER_PID=%" PRIi32, (int32_t) subject->pid,
                                 "CREDGATE_PEER_UID=%" PRIu32, (uint32_t) subject->uid,
                                 "CREDGATE_PEER_GID=%" PRIu32, (uint32_t) subject->gid,
+                                "CREDGATE_POLICY_REVISION=%s", rev,
                                 v->id ? "CREDGATE_RULE_ID=%s" : NULL, v->id, NULL));
                 return;
         }
         if (broker)
                 (void) fprintf(stderr,
                                "credgated: audit: decision=%s action=%s rule=%s%s%s pid=%" PRIi32 " uid=%" PRIu32
-                               " gid=%" PRIu32 " broker_pid=%" PRIi32 " broker_uid=%" PRIu32 "\n",
+                               " gid=%" PRIu32 " broker_pid=%" PRIi32 " broker_uid=%" PRIu32 " revision=%s\n",
                                d, action, rule, v->id ? " rule_id=" : "", v->id ? v->id : "", (int32_t) subject->pid,
                                (uint32_t) subject->uid,
-                               (uint32_t) subject->gid, (int32_t) broker->pid, (uint32_t) broker->uid);
+                               (uint32_t) subject->gid, (int32_t) broker->pid, (uint32_t) broker->uid, rev);
         else
                 (void) fprintf(stderr,
                                "credgated: audit: decision=%s action=%s rule=%s%s%s pid=%" PRIi32 " uid=%" PRIu32
-                               " gid=%" PRIu32 "\n",
+                               " gid=%" PRIu32 " revision=%s\n",
                                d, action, rule, v->id ? " rule_id=" : "", v->id ? v->id : "", (int32_t) subject->pid,
                                (uint32_t) subject->uid,
-                               (uint32_t) subject->gid);
+                               (uint32_t) subject->gid, rev);
 }
 
 typedef struct FlushCtx {

@@ -37,5 +37,8 @@ bool audit_wants(const Audit *a, Decision d);
 void audit_decision(Audit *a, uint64_t now_usec, const char *action, const Verdict *v, const PeerCreds *subject,
                     const PeerCreds *broker);
 
+/* Decision entries the per-uid rate limit dropped since audit_new(). */
+uint64_t audit_suppressed(const Audit *a);
+
 /* Emit "N entries suppressed" for uids whose window has ended. */
 void audit_flush(Audit *a, uint64_t now_usec);

@@ -22,29 +22,44 @@
 #include "listen.h"
 #include "macro.h"
 
-int listen_activated(int **ret_fds, int *ret_bad) {
-        int n = sd_listen_fds(1);
+int listen_activated(int **ret_fds, bool **ret_metrics, int *ret_bad) {
+        char **names = NULL;
+        int n = sd_listen_fds_with_names(1, &names);
         if (n <= 0)
                 return n;
 
         int *fds = calloc((size_t) n, sizeof(int));
-        if (!fds)
+        bool *metrics = calloc((size_t) n, sizeof(bool));
+        for (int i = 0; i < n; i++) {
+                if (names && names[i] && fds && metrics)
+                        metrics[i] = strcmp(names[i], LISTEN_METRICS_NAME) == 0;
+                free(names ? names[i] : NULL);
+        }
+        free(names);
+        if (!fds || !metrics) {
+                free(fds);
+                free(metrics);
                 return -ENOMEM;
+        }
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
                         *ret_bad = fd;
                         free(fds);
+                        free(metrics);
                         return -EPROTOTYPE;
                 }
                 int fl = fcntl(fd, F_GETFL);
                 if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+                        int r = -errno;
                         free(fds);
-                        return -errno;
+                        free(metrics);
+                        return r;
                 }
                 fds[i] = fd;
         }
         *ret_fds = fds;
+        *ret_metrics = metrics;
         return n;
 }
 
@@ -91,6 +106,10 @@ static int probe_live(const struct sockaddr_un *sa, socklen_t len) {
 }
 
 int listen_bind(const char *path) {
+        return listen_bind_mode(path, 0666);
+}
+
+int listen_bind_mode(const char *path, mode_t mode) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct stat st;
         size_t n = strlen(path);
@@ -128,9 +147,9 @@ int listen_bind(const char *path) {
          * the umask, so set both: no chmod() on the path, which would follow
          * a symlink put there after bind(). The umask is the process's, but
          * only startup gets here and the closer thread creates no files. */
-        if (fchmod(fd, 0666) < 0)
+        if (fchmod(fd, mode) < 0)
                 return -errno;
-        mode_t old = umask(0111);
+        mode_t old = umask(~mode & 0777);
         r = bind(fd, (struct sockaddr *) &sa, len) < 0 ? -errno : 0;
         umask(old);
         if (r < 0)

@@ -1,17 +1,25 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
+
+/* The FileDescriptorName= of the metrics socket (credgated-metrics.socket). */
+#define LISTEN_METRICS_NAME "metrics"
 
 /*
- * Take the sockets systemd passed (sd_listen_fds). Each must be a listening
- * AF_UNIX SOCK_STREAM socket; they are made non-blocking.
+ * Take the sockets systemd passed (sd_listen_fds_with_names). Each must be a
+ * listening AF_UNIX SOCK_STREAM socket; they are made non-blocking. Those
+ * named LISTEN_METRICS_NAME are for metrics, every other one (whatever its
+ * name, or none) for decisions.
  *
  * Return: number of sockets (0: not socket-activated) with their fds in
- * *ret_fds (malloc'd), or -errno: -EPROTOTYPE when a passed fd is not a
- * listening Unix stream socket (@ret_bad names it).
+ * *ret_fds and whether each is a metrics socket in *ret_metrics (both
+ * malloc'd), or -errno: -EPROTOTYPE when a passed fd is not a listening Unix
+ * stream socket (@ret_bad names it).
  */
-int listen_activated(int **ret_fds, int *ret_bad);
+int listen_activated(int **ret_fds, bool **ret_metrics, int *ret_bad);
 
 /*
  * Bind and listen on @path, mode 0666 whatever the umask, creating its
@@ -27,3 +35,6 @@ int listen_activated(int **ret_fds, int *ret_bad);
  * is not a folder, -ENAMETOOLONG when @path does not fit a sockaddr_un.
  */
 int listen_bind(const char *path);
+
+/* listen_bind() with the socket file's @mode instead of 0666 (a metrics socket: 0600). */
+int listen_bind_mode(const char *path, mode_t mode);

@@ -27,6 +27,7 @@
 typedef struct Args {
         const char *config;
         const char *socket;
+        const char *metrics_socket; /* --metrics-socket: standalone only */
         bool check_only;
         const char *dropin_file, *dropin_name; /* -t --drop-in FILE [--as NAME] */
         const char *rule_dirs[MAX_RULE_DIRS];
@@ -41,6 +42,9 @@ static void help(void) {
                "  -c, --config FILE              policy file (default %s)\n"
                "  -s, --socket PATH              socket to bind when not socket-activated\n"
                "                                 (default %s)\n"
+               "      --metrics-socket PATH      also bind PATH (mode 0600) for metrics when not\n"
+               "                                 socket-activated; each client gets one OpenMetrics\n"
+               "                                 document (credgate stats)\n"
                "      --rules-dir DIR            drop-in folder; repeat for more, first has the highest\n"
                "                                 precedence (default %s, %s)\n"
                "  -t, --check-config             check the policy, list its files, print errors and\n"
@@ -90,10 +94,12 @@ static int parse_args(int argc, char **argv, Args *a) {
                 OPT_LOG_TARGET,
                 OPT_DROP_IN,
                 OPT_AS,
+                OPT_METRICS_SOCKET,
         };
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "socket", required_argument, NULL, 's' },
+                { "metrics-socket", required_argument, NULL, OPT_METRICS_SOCKET },
                 { "check-config", no_argument, NULL, 't' },
                 { "rules-dir", required_argument, NULL, OPT_RULES_DIR },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
@@ -118,6 +124,11 @@ static int parse_args(int argc, char **argv, Args *a) {
                         break;
                 case 's':
                         a->socket = optarg;
+                        break;
+                case OPT_METRICS_SOCKET:
+                        if (!*optarg)
+                                return bad_value("--metrics-socket", optarg, "a path");
+                        a->metrics_socket = optarg;
                         break;
                 case 't':
                         a->check_only = true;
@@ -227,9 +238,11 @@ static void print_check(const Args *a, const Sources *src, const Diags *d, int r
         if (r < 0)
                 fprintf(stderr, "%s: %zu error(s), %zu warning(s): policy refused\n", a->config, d->n_errors,
                         d->n_warnings);
-        else
+        else {
+                printf("revision %s\n", policy_revision(p));
                 printf("%s: policy OK, %zu rules from %zu files, %zu warning(s)\n", a->config, policy_n_rules(p),
                        policy_n_files(p), d->n_warnings);
+        }
 }
 
 /* Say why listen_bind() refused the folder of @path (-EPERM). */
@@ -264,8 +277,9 @@ static void log_untrusted_folder(const char *path) {
 
 static int listen_all(Server *s, const Args *a, bool *ret_activated) {
         _cleanup_free_ int *fds = NULL;
-        int bad = -1;
-        int n = listen_activated(&fds, &bad);
+        _cleanup_free_ bool *metrics = NULL;
+        int bad = -1, n_decision = 0;
+        int n = listen_activated(&fds, &metrics, &bad);
 
         if (n == -EPROTOTYPE) {
                 log_error("socket activation: fd %d is not a listening AF_UNIX stream socket", bad);
@@ -277,12 +291,34 @@ static int listen_all(Server *s, const Args *a, bool *ret_activated) {
         }
         *ret_activated = n > 0;
         for (int i = 0; i < n; i++) {
-                int r = server_add_listener(s, fds[i], NULL);
+                int r = metrics[i] ? server_add_metrics_listener(s, fds[i], NULL) : server_add_listener(s, fds[i], NULL);
                 if (r < 0)
                         return r;
+                n_decision += !metrics[i];
+        }
+        if (n > 0 && n_decision == 0) {
+                /* Started by the metrics socket alone: credgated.socket must be there too. */
+                log_error("socket activation: only a metrics socket was passed; start credgated.socket");
+                return -ENOENT;
         }
         if (n > 0)
                 return 0;
+
+        if (a->metrics_socket) {
+                int fd = listen_bind_mode(a->metrics_socket, 0600);
+                if (fd == -EPERM) {
+                        log_untrusted_folder(a->metrics_socket);
+                        return fd;
+                }
+                if (fd < 0) {
+                        log_error("cannot listen on '%s': %s", a->metrics_socket,
+                                  fd == -EADDRINUSE ? "a server is already running there" : strerror(-fd));
+                        return fd;
+                }
+                int r = server_add_metrics_listener(s, fd, a->metrics_socket);
+                if (r < 0)
+                        return r;
+        }
 
         int fd = listen_bind(a->socket);
         if (fd == -EPERM) {

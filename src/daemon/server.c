@@ -51,6 +51,7 @@
 #include "console.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "notify.h"
 #include "peercred.h"
 #include "reload.h"
@@ -133,8 +134,20 @@ struct Server {
         SessionHooks hooks;
         ConsoleCache *consoles; /* login state for console conditions */
         Console console;
+        MetricsCounters counters; /* what the metrics show beyond stats */
+        MetricsServer *metrics;   /* the metrics sockets; NULL without any */
+        uint64_t start_realtime;  /* seconds */
+        RuleHits *hits;           /* settings.rule_stats: per rule of s->policy, else NULL */
+        size_t n_hits;
+        uint64_t hits_since;      /* CLOCK_REALTIME seconds s->policy was loaded */
         char buf[READ_CHUNK];
 };
+
+static uint64_t clock_ns(void) {
+        struct timespec ts;
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
 
 static uint64_t now_usec(Server *s) {
         uint64_t now = 0;
@@ -153,11 +166,11 @@ static void update_status(Server *s) {
         if (s->lost_reported > 0)
                 snprintf(lost, sizeof(lost), "; %" PRIu64 " journal entries lost", s->lost_reported);
         (void) notify_sendf("STATUS=%s%s%s%zu rules from %zu files; requests %" PRIu64 " (allowed %" PRIu64
-                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections%s%s",
+                          ", denied %" PRIu64 ", errors %" PRIu64 "); %u connections%s%s; revision %.12s",
                           s->reload_error ? "reload failed: " : "", s->reload_error ? s->reload_error : "",
                           s->reload_error ? "; serving " : "serving ", policy_n_rules(s->policy),
                           policy_n_files(s->policy), t->requests, t->allowed, t->denied, t->errors, s->n_conns,
-                          stuck, lost);
+                          stuck, lost, policy_revision(s->policy));
         s->stats_reported = s->stats;
         s->conns_reported = s->n_conns;
 }
@@ -227,6 +240,10 @@ static void update_accepting(Server *s) {
         bool on = !s->fd_exhausted && s->n_conns < s->settings.max_connections;
         if (on == s->accepting)
                 return;
+        if (!on && s->fd_exhausted)
+                s->counters.paused_out_of_fds++;
+        else if (!on)
+                s->counters.paused_max_connections++;
         for (size_t i = 0; i < s->n_listeners; i++)
                 (void) sd_event_source_set_enabled(s->listeners[i].src, on ? SD_EVENT_ON : SD_EVENT_OFF);
         s->accepting = on;
@@ -453,8 +470,12 @@ static unsigned conn_serve(SchedNode *node, unsigned max, void *userdata) {
         int r = 0;
 
         if (session_has_backlog(ss)) {
-                if (session_pending(ss) < SESSION_OUT_HIGH)
+                if (session_pending(ss) < SESSION_OUT_HIGH) {
+                        uint64_t t0 = clock_ns();
                         r = session_feed_max(ss, s->policy, &s->stats, NULL, 0, NULL, 0, false, max);
+                        if (r > 0)
+                                metrics_observe(&s->counters, (uint64_t) r, clock_ns() - t0);
+                }
         } else if (conn_has_work(c)) {
                 int fds[SESSION_MAX_FDS];
                 size_t n_fds;
@@ -472,8 +493,11 @@ static unsigned conn_serve(SchedNode *node, unsigned max, void *userdata) {
                          * unless it stopped after a message with descriptors. */
                         if (((size_t) n < READ_CHUNK && n_fds == 0 && !truncated && !c->hup) || c->poisoned)
                                 c->readable = false;
+                        uint64_t t0 = clock_ns();
                         r = session_feed_max(ss, s->policy, &s->stats, s->buf, (size_t) n, fds, n_fds, truncated,
                                              max);
+                        if (r > 0)
+                                metrics_observe(&s->counters, (uint64_t) r, clock_ns() - t0);
                 }
         }
         if (r < 0) {
@@ -547,6 +571,15 @@ static void on_close_fd(void *userdata, int fd) {
 static void on_decision(void *userdata, const char *action, const Verdict *v, const PeerCreds *subject,
                         const PeerCreds *broker) {
         Server *s = userdata;
+        /* Per-rule counts belong to the policy in force; a request held back
+         * across a reload was decided by the old one (another revision
+         * string) and is not counted. */
+        if (s->hits && v->file && v->rule < s->n_hits && v->revision == policy_revision(s->policy)) {
+                uint64_t now = 0;
+                (void) sd_event_now(s->event, CLOCK_REALTIME, &now);
+                s->hits[v->rule].hits++;
+                s->hits[v->rule].last = now / USEC_PER_SEC;
+        }
         if (audit_wants(s->audit, v->decision))
                 audit_decision(s->audit, now_usec(s), action, v, subject, broker);
 }
@@ -557,7 +590,7 @@ static void accept_one(Server *s, int fd) {
 
         /* Identity comes from the kernel only, read once, here. */
         if (peer_creds_read_accepted(fd, &creds) < 0) {
-                s->stats.errors++;
+                stats_error(&s->stats, PROTO_NO_CREDENTIALS);
                 send_error_and_close(s, fd, PROTO_NO_CREDENTIALS);
                 return;
         }
@@ -573,7 +606,8 @@ static void accept_one(Server *s, int fd) {
                 free(c);
                 peer_creds_done(&creds);
                 if (r == -EUSERS) {
-                        s->stats.errors++;
+                        stats_error(&s->stats, PROTO_TOO_MANY_CONNECTIONS);
+                        s->counters.refused_uid_quota++;
                         send_error_and_close(s, fd, PROTO_TOO_MANY_CONNECTIONS);
                 } else
                         closer_close(s->sock_closer, fd);
@@ -752,12 +786,30 @@ static int on_status(sd_event_source *src, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Fresh per-rule counts for the policy in force, or none (settings.rule_stats). */
+static void reset_hits(Server *s) {
+        uint64_t now = 0;
+
+        (void) sd_event_now(s->event, CLOCK_REALTIME, &now);
+        s->hits_since = now / USEC_PER_SEC;
+        s->hits = mfree(s->hits);
+        s->n_hits = 0;
+        if (!s->settings.rule_stats || policy_n_rules(s->policy) == 0)
+                return;
+        s->hits = calloc(policy_n_rules(s->policy), sizeof(RuleHits));
+        if (!s->hits)
+                log_warning("out of memory for per-rule counts: not counting until the next reload");
+        else
+                s->n_hits = policy_n_rules(s->policy);
+}
+
 static void apply_settings(Server *s, const Settings *file) {
         uint64_t idle = s->settings.idle_exit, timeout = s->settings.request_timeout;
 
         s->settings = *file;
         settings_apply_override(&s->settings, &s->cfg.override);
         audit_set_level(s->audit, s->settings.log);
+        reset_hits(s);
         update_accepting(s);
         /* Every deadline, open connections' too, follows the new timeout. */
         if (s->settings.request_timeout != timeout)
@@ -793,6 +845,7 @@ static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settin
                         }
                 free(s->reload_error);
                 s->reload_error = strdup(first);
+                s->counters.reloads_failed++;
                 log_error("reload failed (%zu errors); the previous policy stays in force", d->n_errors);
         } else {
                 /* Requests are handled synchronously on this loop, so every
@@ -801,9 +854,11 @@ static void on_reloaded(void *userdata, int r, Policy *p, const Settings *settin
                 policy_unref(s->policy);
                 s->policy = p;
                 s->reload_error = mfree(s->reload_error);
+                s->counters.reloads_ok++;
                 apply_settings(s, settings);
                 reassess_brokers(s);
-                log_info("reloaded: %zu rules from %zu files", policy_n_rules(p), policy_n_files(p));
+                log_info("reloaded: %zu rules from %zu files, revision %s", policy_n_rules(p), policy_n_files(p),
+                         policy_revision(p));
         }
         update_status(s);
         (void) notify_send("READY=1");
@@ -850,6 +905,34 @@ static int add_timer(Server *s, sd_event_source **ret, sd_event_time_handler_t c
         return sd_event_source_set_enabled(*ret, SD_EVENT_OFF);
 }
 
+static void take_snapshot(void *userdata, MetricsSnapshot *ret) {
+        Server *s = userdata;
+
+        *ret = (MetricsSnapshot){
+                .stats = s->stats,
+                .counters = s->counters,
+                .connections = s->n_conns,
+                .audit_suppressed = audit_suppressed(s->audit),
+                .log_lost = log_lost_count(),
+                .start_time = s->start_realtime,
+                .policy = policy_ref(s->policy),
+                .hits_since = s->hits_since,
+        };
+        if (s->hits && (ret->hits = malloc(s->n_hits * sizeof(RuleHits))))
+                memcpy(ret->hits, s->hits, s->n_hits * sizeof(RuleHits));
+}
+
+int server_add_metrics_listener(Server *s, int fd, const char *unlink_path) {
+        if (!s->metrics) {
+                int r = metrics_server_new(s->event, take_snapshot, s, &s->metrics);
+                if (r < 0) {
+                        close(fd);
+                        return r;
+                }
+        }
+        return metrics_server_add_listener(s->metrics, fd, unlink_path);
+}
+
 int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings, Server **ret) {
         _cleanup_(server_freep) Server *s = calloc(1, sizeof(Server));
         int r;
@@ -871,6 +954,9 @@ int server_new(const ServerConfig *cfg, Policy *policy, const Settings *settings
         if (r < 0)
                 return r;
         s->started_usec = now_usec(s);
+        uint64_t rt = 0;
+        (void) sd_event_now(s->event, CLOCK_REALTIME, &rt);
+        s->start_realtime = rt / USEC_PER_SEC;
         r = audit_new(cfg->log_target, settings->log, &s->audit);
         if (r < 0)
                 return r;
@@ -1006,6 +1092,8 @@ Server *server_free(Server *s) {
         closer_free(s->file_closer);
         audit_free(s->audit);
         console_cache_free(s->consoles);
+        metrics_server_free(s->metrics);
+        free(s->hits);
         free(s->reload_error);
         sd_event_unref(s->event);
         policy_unref(s->policy);

@@ -33,6 +33,13 @@ Server *server_free(Server *s);
  */
 int server_add_listener(Server *s, int fd, const char *unlink_path);
 
+/*
+ * Add a listening socket for metrics (credgated(8), METRICS): each client
+ * gets one OpenMetrics document. The server owns @fd from now on;
+ * @unlink_path as for server_add_listener(). Return: 0 or -errno.
+ */
+int server_add_metrics_listener(Server *s, int fd, const char *unlink_path);
+
 /* Socket-activated servers may exit when idle (settings: idle_exit). */
 void server_set_activated(Server *s, bool activated);
 

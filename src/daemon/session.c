@@ -206,7 +206,7 @@ int session_fail(Session *s, ProtoError e, Stats *stats) {
         s->n_in = 0;
         drop_fds(s);
         if (stats)
-                stats->errors++;
+                stats_error(stats, e);
         return out_add(s, line, (size_t) n);
 }
 

@@ -41,9 +41,19 @@ typedef struct Request {
         const char *action; /* points into the parsed line, NUL-terminated */
 } Request;
 
+#define PROTO_N_ERRORS (PROTO_NOT_A_BROKER + 1)
+
 typedef struct Stats {
         uint64_t requests, allowed, denied, errors;
+        uint64_t error_reasons[PROTO_N_ERRORS]; /* errors by ProtoError (index 0 unused) */
 } Stats;
+
+/* Count an ERR reply of reason @e. */
+static inline void stats_error(Stats *st, ProtoError e) {
+        st->errors++;
+        if ((unsigned) e < PROTO_N_ERRORS)
+                st->error_reasons[e]++;
+}
 
 /* File descriptors that arrived with one read, and the stream offset of
  * that read's last byte: they belong to the line containing that byte. */

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <nettle/sha2.h>
 
 #include "macro.h"
 #include "policy-load.h"
@@ -45,6 +46,7 @@ typedef struct Loader {
         Sources *sources;
         Judged *judged;
         size_t n_judged;
+        struct sha256_ctx revision; /* over the loaded files, in evaluation order */
 } Loader;
 
 void sources_done(Sources *s) {
@@ -454,6 +456,12 @@ static int load_one(Loader *l, PolicyBuilder *b, const char *path, bool main_fil
                 note_source(l, path, SOURCE_FAILED, NULL);
                 return r;
         }
+        /* The revision: each loaded file as its length in decimal, a newline,
+         * then its bytes (read_file() refuses a NUL, so strlen() is its size). */
+        char len[24];
+        int k = snprintf(len, sizeof(len), "%zu\n", strlen(text));
+        sha256_update(&l->revision, (size_t) k, (const uint8_t *) len);
+        sha256_update(&l->revision, strlen(text), (const uint8_t *) text);
         note_source(l, path, SOURCE_LOADED, NULL);
         if (l->sources && l->sources->n > 0 && l->sources->v[l->sources->n - 1].state == SOURCE_LOADED)
                 l->sources->v[l->sources->n - 1].n_rules = n_rules;
@@ -471,6 +479,7 @@ int policy_load_full(const PolicyOptions *o, Diags *diags, Sources *sources, Set
 
         if (!b)
                 return -ENOMEM;
+        sha256_init(&l.revision);
         if (o->dropin_file) {
                 if (!(dropins = malloc(sizeof(DropIn))))
                         return -ENOMEM;
@@ -504,8 +513,15 @@ int policy_load_full(const PolicyOptions *o, Diags *diags, Sources *sources, Set
                 return r;
         if (diags->n_errors > errors_before)
                 r = -EINVAL;
-        else
+        else {
+                uint8_t digest[SHA256_DIGEST_SIZE];
+                char hex[2 * SHA256_DIGEST_SIZE + 1];
+                sha256_digest(&l.revision, sizeof(digest), digest);
+                for (size_t i = 0; i < sizeof(digest); i++)
+                        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+                policy_builder_set_revision(b, hex);
                 r = policy_builder_finish(TAKE_PTR(b), ret_policy);
+        }
         /* libconfig's tree of a large policy is many times the size of the
          * compiled one; hand the freed memory back to the system. */
         malloc_trim(0);

@@ -500,6 +500,13 @@ static void load_settings(Loader *l, const config_setting_t *g, Settings *st) {
                                 diag(l, false, line_of(s), "'log' must be \"none\", \"deny\" or \"all\"");
                         continue;
                 }
+                if (strcmp(name, "rule_stats") == 0) {
+                        if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+                                diag(l, false, line_of(s), "'rule_stats' must be true or false");
+                        else
+                                st->rule_stats = config_setting_get_bool(s);
+                        continue;
+                }
                 for (size_t k = 0; k < ELEMENTSOF(int_settings); k++) {
                         if (strcmp(name, int_settings[k].name) != 0)
                                 continue;
@@ -517,7 +524,7 @@ static void load_settings(Loader *l, const config_setting_t *g, Settings *st) {
                 if (!known)
                         diag(l, false, line_of(s),
                              "unknown setting '%s' (expected request_timeout, max_connections, "
-                             "max_connections_per_uid, idle_exit, log, brokers)",
+                             "max_connections_per_uid, idle_exit, log, rule_stats, brokers)",
                              name);
         }
         if (st->max_connections_per_uid > st->max_connections)

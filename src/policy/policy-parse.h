@@ -22,6 +22,7 @@ typedef struct Settings {
         uint64_t max_connections_per_uid;
         uint64_t idle_exit; /* seconds, 0 = never */
         AuditLevel log;
+        bool rule_stats; /* count decisions per rule (metrics, credgate stats --rules) */
 } Settings;
 
 #define SETTING_TIMEOUT_MAX 3600

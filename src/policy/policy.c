@@ -95,6 +95,7 @@ struct Policy {
         size_t n_seats;
         Index exact, prefix, suffix;
         Rule brokers; /* only its subject counts: who may pass descriptors (CHECK-PEER) */
+        char revision[POLICY_REVISION_LEN + 1]; /* "none" unless the loader set it */
         uint64_t prefix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a prefix of length L */
         uint64_t suffix_lens[LEN_WORDS]; /* bit L: some pattern is keyed by a suffix of length L */
 };
@@ -162,6 +163,7 @@ PolicyBuilder *policy_builder_new(void) {
                 return NULL;
         }
         b->p->n_ref = 1;
+        strcpy(b->p->revision, "none");
         return b;
 }
 
@@ -204,6 +206,15 @@ int policy_builder_add_file(PolicyBuilder *b, const char *path) {
                 return -ENOMEM;
         p->n_files++;
         return 0;
+}
+
+void policy_builder_set_revision(PolicyBuilder *b, const char *hex) {
+        if (hex && strlen(hex) == POLICY_REVISION_LEN && strspn(hex, "0123456789abcdef") == POLICY_REVISION_LEN)
+                memcpy(b->p->revision, hex, POLICY_REVISION_LEN + 1);
+}
+
+const char *policy_revision(const Policy *p) {
+        return p ? p->revision : "none";
 }
 
 void policy_builder_set_default(PolicyBuilder *b, Decision d) {
@@ -709,7 +720,7 @@ Verdict policy_check(const Policy *p, const char *action, const PeerCreds *id) {
 }
 
 Verdict policy_check_console(const Policy *p, const char *action, const PeerCreds *id, const Console *c) {
-        Verdict v = { .decision = DECISION_DENY };
+        Verdict v = { .decision = DECISION_DENY, .revision = p ? p->revision : NULL };
         uint32_t pre[ACTION_MAX + 1], best = NONE; /* pre[k]: hash of the first k characters */
         size_t len, l;
 

@@ -97,6 +97,7 @@ typedef struct Verdict {
         const char *id; /* the rule's id, valid while the Policy lives; NULL when it has none */
         const char *message; /* the rule's message, valid while the Policy lives; NULL when it has none */
         uint32_t rule; /* the deciding rule's index (see policy_rule()); meaningful only when file is set */
+        const char *revision; /* the deciding policy's revision (policy_revision()), valid while it lives */
 } Verdict;
 
 /*
@@ -119,6 +120,12 @@ int policy_builder_add_rule(PolicyBuilder *b, const RuleSpec *spec);
 bool policy_builder_find_id(const PolicyBuilder *b, const char *id, const char **ret_file, unsigned *ret_line);
 
 void policy_builder_set_default(PolicyBuilder *b, Decision d);
+
+#define POLICY_REVISION_LEN 64
+
+/* The policy's revision (copied; POLICY_REVISION_LEN lowercase hex digits, else ignored). The
+ * loader sets it to the SHA-256 over the loaded files (see credgated(8)). */
+void policy_builder_set_revision(PolicyBuilder *b, const char *hex);
 
 /*
  * Who may pass file descriptors to the daemon (broker queries, CHECK-PEER):
@@ -164,6 +171,9 @@ bool policy_has_console(const Policy *p);
 
 /* Does @p name @id a broker (see policy_builder_set_brokers())? Return: false for NULL. */
 bool policy_is_broker(const Policy *p, const PeerCreds *id);
+
+/* The revision the loader gave the policy, or "none" (a policy built without the loader). */
+const char *policy_revision(const Policy *p);
 
 size_t policy_n_rules(const Policy *p);
 size_t policy_n_files(const Policy *p);

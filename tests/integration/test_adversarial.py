@@ -1004,7 +1004,7 @@ class AdversarialTest(unittest.TestCase):
         self.wait_fds(d, fd0, timeout=5.0)
 
         _, f, _ = notify.next(lambda f: "stuck" in f.get("STATUS", ""), "a stuck close in STATUS=", timeout=8)
-        self.assertRegex(f["STATUS"], r"; a descriptor close has been stuck for \d+ s$")
+        self.assertRegex(f["STATUS"], r"; a descriptor close has been stuck for \d+ s; revision [0-9a-f]{12}$")
         cgtest.wait_until(lambda: "has not returned for" in d.stderr(), timeout=5, what="the warning")
 
         # The FUSE server goes: the close returns, and the daemon says so.

@@ -10,7 +10,8 @@ actions. For every (policy, identity, action) case three answers must agree:
      a forked child that really holds that uid, gid and supplementary groups
      (setgroups/setresgid/setresuid as root), all actions pipelined on one
      connection; each policy is loaded by SIGHUP, and the reload is checked
-     on the daemon's log ("reloaded: N rules from M files");
+     on the daemon's log ("reloaded: N rules from M files, revision R",
+     R recomputed here from the files: issue 15);
   2. credgate eval --uid --gid --groups (all actions in one invocation),
      including the FILE:LINE of the deciding rule;
   3. the small evaluator below (model_decide), written from docs/policy.md
@@ -56,12 +57,14 @@ make a run reproducible; both are printed.
 """
 
 import grp
+import hashlib
 import os
 import pwd
 import random
 import re
 import shlex
 import shutil
+import socket
 import pickle
 import select
 import signal
@@ -162,6 +165,29 @@ def model_rules(pol, root):
             out += [(os.path.join(root, d, name), line, r) for line, r in zip(f["lines"], f["rules"])]
     out += [(os.path.join(root, "main.conf"), line, r) for line, r in zip(pol["main_lines"], pol["rules"])]
     return out
+
+
+def model_files(pol, root):
+    """The files a load reads rules from, in evaluation order (as model_rules())."""
+    chosen = {}
+    for d in DIRS:
+        for name, f in pol["dirs"][d].items():
+            if not name.startswith(".") and name.endswith(".conf"):
+                chosen.setdefault(name, (d, f))
+    out = [os.path.join(root, d, name) for name in sorted(chosen, key=lambda n: n.encode())
+           for d, f in [chosen[name]] if f["kind"] == "rules"]
+    return out + [os.path.join(root, "main.conf")]
+
+
+def model_revision(pol, root):
+    """credgated(8), "Policy revision": SHA-256 over each loaded file as its
+    length in decimal, a newline and its bytes, in evaluation order."""
+    h = hashlib.sha256()
+    for path in model_files(pol, root):
+        with open(path, "rb") as f:
+            data = f.read()
+        h.update(b"%d\n" % len(data) + data)
+    return h.hexdigest()
 
 
 def model_broker(pol, uid, gid, groups):
@@ -417,6 +443,7 @@ class Gen:
                "dirs": {d: {} for d in DIRS}, "missing": set()}
         if not pol["rules"] and r.random() < 0.5:
             pol["rules"] = self.rules(1, 3)
+        pol["rule_stats"] = r.random() < 0.5
         if r.random() < 0.5:
             # A subject as in a rule; now and then an empty one (no broker).
             subject = {k: v for k, v in self.rule().items() if k not in ("action", "effect")}
@@ -604,7 +631,13 @@ def write_policy(pol, root, seed):
                  if k in b]
         if "anyone" in b:
             parts.append(f"anyone = {'true' if b['anyone'] else 'false'};")
-        head += "settings = { brokers = { " + " ".join(parts) + " }; };\n"
+        settings = ["brokers = { " + " ".join(parts) + " };"]
+    else:
+        settings = []
+    if pol.get("rule_stats"):
+        settings.append("rule_stats = true;")
+    if settings:
+        head += "settings = { " + " ".join(settings) + " };\n"
     body, where = render_rules(pol["rules"], rng, 1 + head.count("\n"))
     pol["main_lines"] = where
     text = head + body
@@ -870,12 +903,15 @@ class Harness:
         self.reloads = 0
         self.prog, self.env = eval_program()
         self.logins = {}  # uid -> Gen.logins() entry, as written to /run/systemd/users
+        self.revisions = set()  # every revision the daemon reported (and the model agreed with)
 
     def start(self, pol, seed):
         write_policy(pol, self.root, seed)
         args = ["--log", "none"]
         for d in DIRS:
             args += ["--rules-dir", os.path.join(self.root, d)]
+        self.metrics = os.path.join(self.root, "metrics.sock")
+        args += ["--metrics-socket", self.metrics]
         self.daemon = cgtest.Daemon("rules = ();\n", args=args)
         self.daemon.policy_path = os.path.join(self.root, "main.conf")
         self.daemon.start()
@@ -884,11 +920,16 @@ class Harness:
         self.load(pol, seed)
 
     def check_counts(self, pol, text):
-        m = re.findall(r"reloaded: (\d+) rules from (\d+) files", text)
-        got = tuple(map(int, m[-1]))
+        m = re.findall(r"reloaded: (\d+) rules from (\d+) files, revision ([0-9a-f]{64})", text)
+        got = tuple(map(int, m[-1][:2]))
         if got != expected_counts(pol):
             raise AssertionError(f"daemon reports {got} (rules, files), the generator wrote "
                                  f"{expected_counts(pol)}:\n{text}\n{policy_text(pol, self.root)}")
+        want = model_revision(pol, self.root)
+        if m[-1][2] != want:
+            raise AssertionError(f"daemon reports revision {m[-1][2]}, the files give {want}:\n"
+                                 f"{policy_text(pol, self.root)}")
+        self.revisions.add(want)
 
     def load(self, pol, seed):
         write_policy(pol, self.root, seed)
@@ -899,7 +940,7 @@ class Harness:
             if "reload failed" in text:
                 raise AssertionError(f"the daemon refused a generated policy:\n{text}\n"
                                      f"{policy_text(pol, self.root)}")
-            if re.search(r"reloaded: \d+ rules from \d+ files\n", text):
+            if re.search(r"reloaded: \d+ rules from \d+ files, revision [0-9a-f]{64}\n", text):
                 break
             if time.monotonic() > deadline or not self.daemon.alive():
                 raise AssertionError(f"no 'reloaded:' line within 10 s:\n{self.daemon.stderr()}")
@@ -1024,6 +1065,43 @@ def check_credgate_test(h, pol, cases, rng):
     return (f"credgate test disagrees with the model (and so with eval and the daemon): exit {p.returncode}, "
             f"wanted {want_rc}; lines failed {sorted(failed)}, wanted {sorted(wrong)}\n"
             f"stdout:\n{p.stdout}stderr:\n{p.stderr}\n--- test file:\n{text}\n{policy_text(pol, h.root)}")
+
+
+def check_rule_hits(h, pol, asked):
+    """With rule_stats, the daemon's per-rule counts since the reload must be
+    the model's: each (identity, action) asked with CHECK and EXPLAIN, so two
+    decisions by the model's deciding rule. Without it, no per-rule series.
+    @asked: the model answers of every action asked since the reload.
+    Return None, or what went wrong."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(h.metrics)
+    data = b""
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        data += b
+    s.close()
+    doc = data.decode()
+    if not doc.endswith("# EOF\n"):
+        return f"metrics document cut short:\n{doc[-500:]}"
+    got = {}
+    for m in re.finditer(r'^credgate_rule_hits_total\{rule="((?:[^"\\]|\\.)*)"\} (\d+)$', doc, re.M):
+        got[m.group(1).replace('\\"', '"').replace("\\\\", "\\")] = int(m.group(2))
+    if not pol.get("rule_stats"):
+        return None if not got else f"per-rule counts without rule_stats: {got}"
+    want = {}
+    for path, line, r in model_rules(pol, h.root):
+        want[f"id:{r['id']}" if "id" in r else f"{path}:{line}"] = 0
+    for m in asked:
+        if m[1] != "default":
+            where = re.match(r"^(\S+)(?: \((\S+)\))?$", m[1])
+            want[f"id:{where.group(2)}" if where.group(2) else where.group(1)] += 2
+    if got != want:
+        diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
+        return f"per-rule counts (daemon, model) differ: {diff}\n{policy_text(pol, h.root)}"
+    return None
 
 
 def disagrees(d, e, m):
@@ -1163,7 +1241,7 @@ class TestDifferential(unittest.TestCase):
         self.addCleanup(close_workers)
 
         t0 = time.monotonic()
-        cases = identities = test_runs = 0
+        cases = identities = test_runs = rule_stats_checked = 0
         stats = {"ALLOW": 0, "DENY": 0, "default": 0, "placeholder": 0, "message": 0, "console": 0}
         failure = None
         for n in range(n_policies):
@@ -1183,8 +1261,10 @@ class TestDifferential(unittest.TestCase):
             rules = model_rules(pol, root)
             batches = [gen.actions(rules, ACTIONS_PER_ID, w.ident) for w in workers]
             test_cases = []
+            asked = []
             for w, actions, (d, e, m) in zip(workers, batches, h.answers_batch(pol, workers, batches)):
                 test_cases += [(*w.ident, a, m[i], h.login(w.ident[0])) for i, a in enumerate(actions)]
+                asked += m
                 for i, a in enumerate(actions):
                     cases += 1
                     stats[m[i][0]] += 1
@@ -1196,22 +1276,27 @@ class TestDifferential(unittest.TestCase):
                         failure = (pol, pseed, w.ident, a, n)
             if failure:
                 break
-            test_failure = check_credgate_test(h, pol, test_cases, rng)
+            test_failure = check_credgate_test(h, pol, test_cases, rng) or check_rule_hits(h, pol, asked)
             if test_failure:
                 self.fail(f"seed {seed}, policy #{n}: {test_failure}")
+            rule_stats_checked += bool(pol.get("rule_stats"))
             test_runs += 1
         close_workers()
         took = time.monotonic() - t0
-        note(f"{cases} cases ({n + 1} policies, {identities} identities, {h.reloads} reloads) in {took:.1f} s; "
+        note(f"{cases} cases ({n + 1} policies, {identities} identities, {h.reloads} reloads, "
+             f"{len(h.revisions)} revisions, each as the files give it) in {took:.1f} s; "
              f"model: {stats['ALLOW']} ALLOW, {stats['DENY']} DENY, {stats['default']} by default, "
              f"{stats['placeholder']} by rules with {{uid}}/{{gid}}, {stats['message']} with a message, "
              f"{stats['console']} by rules with a console condition; "
-             f"credgate test agreed on {test_runs} test files")
+             f"credgate test agreed on {test_runs} test files; per-rule counts agreed on {rule_stats_checked} "
+             f"policies with rule_stats")
 
         if not failure and want_cases >= 2000:
             # A run that never reaches these proves nothing about them.
             self.assertGreater(stats["placeholder"], want_cases // 200, stats)
             self.assertGreater(stats["message"], want_cases // 50, stats)
+            # Different policies, different revisions (the generator never repeats one).
+            self.assertGreater(len(h.revisions), h.reloads * 9 // 10, (len(h.revisions), h.reloads))
             if os.environ.get(NS_ENV) == "1":
                 self.assertGreater(stats["console"], want_cases // 100, stats)
         if failure:

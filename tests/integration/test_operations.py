@@ -101,7 +101,7 @@ def parse_check_listing(out):
 
 
 AUDIT_RE = re.compile(r"^credgated: audit: decision=(ALLOW|DENY) action=(\S+) rule=(\S+) pid=(-?\d+) uid=(\d+) "
-                      r"gid=(\d+)(?: broker_pid=(-?\d+) broker_uid=(\d+))?$", re.M)
+                      r"gid=(\d+)(?: broker_pid=(-?\d+) broker_uid=(\d+))? revision=[0-9a-f]{64}$", re.M)
 SUPPRESSED_RE = re.compile(r"^credgated: audit: suppressed=(\d+) uid=(\d+)$", re.M)
 
 

@@ -19,7 +19,12 @@ class UnitsTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = cgtest.mkdtemp("cg-units-")
         src = os.path.join(cgtest.srcdir(), "systemd")
-        shutil.copy(os.path.join(src, "credgated.socket"), cls.dir)
+        for unit in ("credgated.socket", "credgated-metrics.socket", "credgate-textfile.timer"):
+            shutil.copy(os.path.join(src, unit), cls.dir)
+        with open(os.path.join(src, "credgate-textfile.service.in")) as f:
+            cls.textfile_text = f.read().replace("@bindir@", os.path.dirname(os.path.abspath(cgtest.cli())))
+        with open(os.path.join(cls.dir, "credgate-textfile.service"), "w") as f:
+            f.write(cls.textfile_text)
         # Generate the service as the Makefile does, but pointing ExecStart=
         # at the binary under test (verify needs it to exist).
         with open(os.path.join(src, "credgated.service.in")) as f:
@@ -32,7 +37,7 @@ class UnitsTest(unittest.TestCase):
         # Documentation=man:... is checked with man(1): point it at the
         # pages in the source tree, which is what gets installed.
         man = os.path.join(cls.dir, "man")
-        for page, section in (("credgated.8", "8"), ("credgate.conf.5", "5")):
+        for page, section in (("credgated.8", "8"), ("credgate.conf.5", "5"), ("credgate.1", "1")):
             os.makedirs(os.path.join(man, "man" + section), exist_ok=True)
             os.symlink(os.path.join(cgtest.srcdir(), "docs", page), os.path.join(man, "man" + section, page))
         cls.env = dict(os.environ, MANPATH=man, SYSTEMD_PAGER="", SYSTEMD_COLORS="0", LC_ALL="C.UTF-8")
@@ -66,6 +71,20 @@ class UnitsTest(unittest.TestCase):
 
     def test_verify_both(self):
         self.assert_verify_clean(self.unit("credgated.socket"), self.unit("credgated.service"))
+
+    def test_verify_metrics_units(self):
+        """The optional metrics socket (handed to credgated.service, named "metrics") and the
+        node_exporter textfile example pair."""
+        self.assert_verify_clean(self.unit("credgated.socket"), self.unit("credgated.service"),
+                                 self.unit("credgated-metrics.socket"))
+        self.assert_verify_clean(self.unit("credgate-textfile.service"), self.unit("credgate-textfile.timer"),
+                                 self.unit("credgated-metrics.socket"), self.unit("credgated.service"),
+                                 self.unit("credgated.socket"))
+        with open(self.unit("credgated-metrics.socket")) as f:
+            text = f.read()
+        for line in ("Service=credgated.service", "FileDescriptorName=metrics", "SocketMode=0600"):
+            self.assertIn("\n" + line + "\n", text)
+        self.assertNotRegex(self.textfile_text, r"@[A-Za-z_]+@", "unsubstituted placeholder")
 
     def test_verify_catches_warnings(self):
         """The check above can fail: an unknown key is only a warning (exit

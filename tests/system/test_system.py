@@ -1356,6 +1356,55 @@ def check_console(S):
         S.restart_fresh()
 
 
+def check_metrics(S):
+    """Issue 15 under the real systemd: credgated-metrics.socket enabled next to
+    credgated.socket, handed to the same service by name; the document (root
+    only), promtool on it, credgate stats, and the node_exporter textfile pair."""
+    S.ensure_socket()
+    S.set_policy(policy(settings={"rule_stats": "true"}))
+    S.restart_fresh()
+    try:
+        S.ok(["systemctl", "enable", "--now", "credgated-metrics.socket"])
+        st = S.ok(["stat", "-c", "%F %a %U", "/run/credgate/metrics.sock"]).strip()
+        expect(st == "socket 600 root", f"metrics socket: {st!r}")
+        got = S.check_actions(ALICE, ["org.test.status", "org.test.status", "org.test.backup.run"])
+        expect([g[0] for g in got] == ["ALLOW", "ALLOW", "DENY"], f"decisions: {got}")
+        pid = S.main_pid()
+        r = S.c(["credgate", "stats", "--openmetrics"])
+        expect(r.rc == 0 and r.out.endswith("# EOF\n"), f"credgate stats --openmetrics:\n{r!r}")
+        doc = r.out
+        expect(S.main_pid() == pid, "the metrics socket started another process")
+        for line in ('credgate_decisions_total{result="allow"} 2', 'credgate_decisions_total{result="deny"} 1',
+                     'credgate_rule_hits_total{rule="/etc/credgate/credgate.conf:4"} 2'):
+            expect(f"\n{line}\n" in doc, f"no '{line}' in the document:\n{doc}")
+        rev = re.search(r'credgate_policy_info\{revision="([0-9a-f]{64})"\} 1', doc)
+        t = S.ok(["credgated", "-t"])
+        expect(rev and f"revision {rev.group(1)}" in t, f"the document's revision is not credgated -t's:\n{t}")
+        status = S.show("credgated.service", "StatusText")["StatusText"]
+        expect(status.endswith(f"; revision {rev.group(1)[:12]}"), f"StatusText {status!r}")
+        if shutil.which("promtool"):
+            p = S.c(["promtool", "check", "metrics"], input=doc)
+            expect(p.rc == 0, f"promtool check metrics:\n{p!r}")
+        summary = S.ok(["credgate", "stats"])
+        expect(re.search(r"(?m)^decisions:   2 allowed, 1 denied$", summary), f"credgate stats:\n{summary}")
+        r = S.c(["credgate", "stats"], user=BOB)
+        expect(r.rc == 2 and "Permission denied" in r.err, f"credgate stats as {BOB} must be refused:\n{r!r}")
+        # The textfile example pair, as a Debian node_exporter host would run it.
+        S.ok(["mkdir", "-p", "/var/lib/prometheus/node-exporter"])
+        S.ok(["systemctl", "start", "credgate-textfile.service"], timeout=40)
+        prom = S.ok(["cat", "/var/lib/prometheus/node-exporter/credgate.prom"])
+        mode = S.ok(["stat", "-c", "%a", "/var/lib/prometheus/node-exporter/credgate.prom"]).strip()
+        expect(prom.endswith("# EOF\n") and "credgate_decisions_total" in prom and mode == "644",
+               f"credgate.prom (mode {mode}):\n{prom[-300:]}")
+        expect(S.sysctl("is-enabled", "credgate-textfile.timer").rc in (0, 1), "no credgate-textfile.timer")
+        note(f"metrics socket 0600 root, {len(doc)} bytes, revision {rev.group(1)[:12]}; StatusText ends "
+             f"'{status[-22:]}'; credgate-textfile.service wrote {len(prom)} bytes")
+    finally:
+        S.c(["systemctl", "disable", "--now", "credgated-metrics.socket"])
+        S.set_policy(policy())
+        S.restart_fresh()
+
+
 def check_f1_start_limit(S):
     S.ensure_socket()
     S.set_policy(policy({"idle_exit": 1}))
@@ -1505,6 +1554,8 @@ CHECKS = [
     ("check 12: the libcredgate(3) example compiles against the installed credgate.pc and answers", check_example),
     ("check 13: console = \"active\" follows the real logind: ALLOW at seat0, DENY seat-less and after logout",
      check_console),
+    ("check 14: credgated-metrics.socket: the document by name, root only, promtool, credgate stats, textfile pair",
+     check_metrics),
     ("fault 1: idle_exit = 1 and a client every 1.3 s: every request answered, the socket never fails",
      check_f1_start_limit),
     ("fault 2: under descriptor pressure the accept() warning reaches the journal, no audit entry lost silently",

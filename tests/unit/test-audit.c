@@ -135,10 +135,13 @@ static void new_audit(AuditLevel level) {
 #define DROPIN "/etc/credgate/rules.d/10-admin.conf"
 #define MAIN "/etc/credgate/credgate.conf"
 
-static const Verdict v_allow = { .decision = DECISION_ALLOW, .file = DROPIN, .line = 7 };
-static const Verdict v_deny = { .decision = DECISION_DENY, .file = MAIN, .line = 12 };
-static const Verdict v_default_deny = { .decision = DECISION_DENY, .by_default = true };
-static const Verdict v_default_allow = { .decision = DECISION_ALLOW, .by_default = true };
+/* The policy revision every entry names (policy_revision()). */
+#define REV "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+static const Verdict v_allow = { .decision = DECISION_ALLOW, .file = DROPIN, .line = 7, .revision = REV };
+static const Verdict v_deny = { .decision = DECISION_DENY, .file = MAIN, .line = 12, .revision = REV };
+static const Verdict v_default_deny = { .decision = DECISION_DENY, .by_default = true, .revision = REV };
+static const Verdict v_default_allow = { .decision = DECISION_ALLOW, .by_default = true, .revision = REV };
 
 #define ID(p, u, g) ((PeerCreds){ .pid = (p), .uid = (u), .gid = (g) })
 
@@ -147,8 +150,8 @@ static const PeerCreds alice = ID(4242, 1000, 100);
 static const PeerCreds bob = ID(4343, 1001, 100);
 static const PeerCreds broker = ID(77, 50, 50);
 
-#define LINE_ALLOW_ALICE PREFIX "decision=ALLOW action=org.example.run rule=" DROPIN ":7 pid=4242 uid=1000 gid=100\n"
-#define LINE_DENY_ALICE PREFIX "decision=DENY action=org.example.run rule=" MAIN ":12 pid=4242 uid=1000 gid=100\n"
+#define LINE_ALLOW_ALICE PREFIX "decision=ALLOW action=org.example.run rule=" DROPIN ":7 pid=4242 uid=1000 gid=100 revision=" REV "\n"
+#define LINE_DENY_ALICE PREFIX "decision=DENY action=org.example.run rule=" MAIN ":12 pid=4242 uid=1000 gid=100 revision=" REV "\n"
 
 /* @n deny decisions for @who (asked by @by, or NULL) at @now. */
 static void flood(const PeerCreds *who, const PeerCreds *by, uint64_t now, size_t n) {
@@ -241,8 +244,8 @@ START_TEST(test_format_rule_and_default) {
         audit_decision(audit, T0, "a.b.c", &v_default_allow, &ID(2147483647, 4294967294u, 4294967294u), NULL);
         capture_end();
         assert_output(LINE_ALLOW_ALICE
-                      PREFIX "decision=DENY action=org.example.stop rule=default pid=1 uid=0 gid=0\n"
-                      PREFIX "decision=ALLOW action=a.b.c rule=default pid=2147483647 uid=4294967294 gid=4294967294\n");
+                      PREFIX "decision=DENY action=org.example.stop rule=default pid=1 uid=0 gid=0 revision=" REV "\n"
+                      PREFIX "decision=ALLOW action=a.b.c rule=default pid=2147483647 uid=4294967294 gid=4294967294 revision=" REV "\n");
 }
 END_TEST
 
@@ -255,9 +258,9 @@ START_TEST(test_format_rule_id) {
         audit_decision(audit, T0, "org.example.run", &v, &alice, &broker);
         capture_end();
         assert_output(PREFIX "decision=DENY action=org.example.run rule=" MAIN
-                             ":12 rule_id=no-bob-backup pid=4242 uid=1000 gid=100\n"
+                             ":12 rule_id=no-bob-backup pid=4242 uid=1000 gid=100 revision=" REV "\n"
                       PREFIX "decision=DENY action=org.example.run rule=" MAIN
-                             ":12 rule_id=no-bob-backup pid=4242 uid=1000 gid=100 broker_pid=77 broker_uid=50\n");
+                             ":12 rule_id=no-bob-backup pid=4242 uid=1000 gid=100 broker_pid=77 broker_uid=50 revision=" REV "\n");
 }
 END_TEST
 
@@ -268,9 +271,9 @@ START_TEST(test_format_broker) {
         audit_decision(audit, T0, "org.example.open", &v_default_allow, &bob, &broker);
         capture_end();
         assert_output(PREFIX "decision=DENY action=org.example.run rule=" MAIN
-                             ":12 pid=4242 uid=1000 gid=100 broker_pid=77 broker_uid=50\n"
+                             ":12 pid=4242 uid=1000 gid=100 broker_pid=77 broker_uid=50 revision=" REV "\n"
                       PREFIX "decision=ALLOW action=org.example.open rule=default pid=4343 uid=1001 gid=100 "
-                             "broker_pid=77 broker_uid=50\n");
+                             "broker_pid=77 broker_uid=50 revision=" REV "\n");
 }
 END_TEST
 
@@ -331,7 +334,7 @@ START_TEST(test_no_shared_budgets) {
                 flood(&attacker, NULL, T0, 3 * AUDIT_BURST);
                 flood(&victim, NULL, T0 + 1, 1);
                 capture_end();
-                snprintf(want, sizeof(want), " pid=2 uid=%u gid=1\n", (unsigned) pairs[i][1]);
+                snprintf(want, sizeof(want), " pid=2 uid=%u gid=1 revision=" REV "\n", (unsigned) pairs[i][1]);
                 ck_assert_msg(count(out, want) == 1, "uid %u's entry was hidden by uid %u:\n%s",
                               (unsigned) pairs[i][1], (unsigned) pairs[i][0], shown(out));
                 out = mfree(out);
@@ -442,7 +445,7 @@ START_TEST(test_broker_limit_follows_broker) {
                 audit_decision(audit, T0, "org.example.run", &v_deny, &subject, &broker);
         }
         capture_end();
-        ck_assert_msg(lines(out) == AUDIT_BURST && count(out, " broker_uid=50\n") == AUDIT_BURST,
+        ck_assert_msg(lines(out) == AUDIT_BURST && count(out, " broker_uid=50 revision=" REV "\n") == AUDIT_BURST,
                       "want %d broker lines, got %zu:\n%s", AUDIT_BURST, lines(out), shown(out));
 
         /* alice's own budget is untouched, even for queries about her by others... */
@@ -462,7 +465,7 @@ START_TEST(test_broker_limit_follows_broker) {
         capture_end();
         /* The broker's window ended: its summary names the broker; bob's has not. */
         assert_output(PREFIX "suppressed=11 uid=50\n" PREFIX "decision=DENY action=org.example.run rule=" MAIN
-                             ":12 pid=4343 uid=1001 gid=100 broker_pid=77 broker_uid=50\n");
+                             ":12 pid=4343 uid=1001 gid=100 broker_pid=77 broker_uid=50 revision=" REV "\n");
 }
 END_TEST
 

@@ -652,8 +652,11 @@ typedef struct Activation {
         int r, bad;
         bool fds_written, env_cleared;
         int fds[MAX_FDS];
-        bool nonblock[MAX_FDS], cloexec[MAX_FDS];
+        bool nonblock[MAX_FDS], cloexec[MAX_FDS], metrics[MAX_FDS];
 } Activation;
+
+/* LISTEN_FDNAMES for the next activate(), or NULL for none. */
+static const char *fdnames;
 
 /* In the child (no assertions there): an fd of @kind, moved far above 3. */
 static int make_fd(FdKind kind, int i) {
@@ -741,8 +744,11 @@ static Activation activate(const FdKind *kinds, int n, const char *pid_text) {
                         setenv("LISTEN_PID", pid_text ? pid_text : num, 1);
                         snprintf(num, sizeof(num), "%d", n);
                         setenv("LISTEN_FDS", num, 1);
+                        if (fdnames)
+                                setenv("LISTEN_FDNAMES", fdnames, 1);
                 }
-                a.r = listen_activated(&fds, &a.bad);
+                bool *metrics = NULL;
+                a.r = listen_activated(&fds, &metrics, &a.bad);
                 a.env_cleared = !getenv("LISTEN_PID") && !getenv("LISTEN_FDS");
                 a.fds_written = fds != (int *) &a;
                 for (int i = 0; a.r > 0 && i < a.r && i < MAX_FDS; i++) {
@@ -750,9 +756,12 @@ static Activation activate(const FdKind *kinds, int n, const char *pid_text) {
                         int fl = fcntl(fds[i], F_GETFL), fdf = fcntl(fds[i], F_GETFD);
                         a.nonblock[i] = fl >= 0 && (fl & O_NONBLOCK);
                         a.cloexec[i] = fdf >= 0 && (fdf & FD_CLOEXEC);
+                        a.metrics[i] = metrics[i];
                 }
-                if (a.r > 0)
+                if (a.r > 0) {
                         free(fds);
+                        free(metrics);
+                }
                 _exit(write(out, &a, sizeof(a)) == sizeof(a) ? 0 : 25);
         }
         close(pp[1]);
@@ -770,6 +779,36 @@ static Activation activate(const FdKind *kinds, int n, const char *pid_text) {
         ck_assert_int_eq(got, (ssize_t) sizeof(a));
         return a;
 }
+
+/* credgated-metrics.socket's FileDescriptorName=metrics marks a metrics socket; any other name, or
+ * none, a decision socket. */
+START_TEST(test_activated_names) {
+        static const FdKind k[] = { FD_UNIX_LISTEN, FD_UNIX_LISTEN, FD_UNIX_LISTEN };
+        fdnames = "credgated.socket:metrics:unknown";
+        Activation a = activate(k, 3, NULL);
+        fdnames = NULL;
+        ck_assert_int_eq(a.r, 3);
+        ck_assert(!a.metrics[0] && a.metrics[1] && !a.metrics[2]);
+}
+END_TEST
+
+START_TEST(test_activated_names_exact) {
+        static const FdKind k[] = { FD_UNIX_LISTEN, FD_UNIX_LISTEN };
+        fdnames = "metricsx:Metrics";
+        Activation a = activate(k, 2, NULL);
+        fdnames = NULL;
+        ck_assert_int_eq(a.r, 2);
+        ck_assert(!a.metrics[0] && !a.metrics[1]);
+}
+END_TEST
+
+START_TEST(test_activated_no_names) {
+        static const FdKind k[] = { FD_UNIX_LISTEN, FD_UNIX_LISTEN };
+        Activation a = activate(k, 2, NULL);
+        ck_assert_int_eq(a.r, 2);
+        ck_assert(!a.metrics[0] && !a.metrics[1]);
+}
+END_TEST
 
 START_TEST(test_activated_none) {
         Activation a = activate(NULL, -1, NULL);
@@ -934,6 +973,9 @@ static Suite *listen_suite(void) {
         tcase_add_test(tc, test_activated_inet);
         tcase_add_test(tc, test_activated_file);
         tcase_add_test(tc, test_activated_second_bad);
+        tcase_add_test(tc, test_activated_names);
+        tcase_add_test(tc, test_activated_names_exact);
+        tcase_add_test(tc, test_activated_no_names);
         suite_add_tcase(s, tc);
 
         return s;
