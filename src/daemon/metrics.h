@@ -18,6 +18,7 @@ typedef struct RuleHits {
         uint64_t hits;
         uint64_t last; /* CLOCK_REALTIME seconds of the last hit, 0 for never */
 } RuleHits;
+_Static_assert(sizeof(RuleHits) == 16, "per-rule counts: 16 bytes a rule (issue 15)");
 
 /* What the server counts beyond Stats. */
 typedef struct MetricsCounters {

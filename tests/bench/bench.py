@@ -156,6 +156,8 @@ def write_policy(path, n_rules, n_patterns, uid, placeholders=False, console=Fal
         if placeholders:
             f.write(f'  {{ action = "{OWNER_PATTERN}"; effect = "allow"; anyone = true; }},\n')
         f.write(f'  {{ action = "{ALLOWED}"; effect = "allow"; uids = ["{uid}"]; }}\n);\n')
+        # Per-rule counts on (issue 15): the targets must hold with them.
+        f.write("settings = { rule_stats = true; };\n")
     assert j == n_patterns
     os.chmod(path, 0o644)
 
@@ -193,6 +195,58 @@ def ping(path, timeout=0.5):
             return buf == b"PONG\n"
     except OSError:
         return False
+
+
+def read_metrics(path):
+    """One metrics document: (bytes, seconds), or raise."""
+    t = time.perf_counter()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    data = bytearray()
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        data += b
+    s.close()
+    if not data.endswith(b"# EOF\n"):
+        raise RuntimeError(f"{path}: a metrics document without '# EOF'")
+    return len(data), time.perf_counter() - t
+
+
+SCRAPE_EVERY_S = 2.0  # one document every 2 s, the daemons in turn: each about every 14 s
+
+
+class Scraper:
+    """Reads every daemon's metrics document in turn while the matrix runs, one
+    every SCRAPE_EVERY_S: each daemon about as often as a Prometheus scrape
+    (15 s is the common interval)."""
+
+    def __init__(self, paths):
+        import threading
+        self.paths, self.docs, self.bytes, self.errors, self.slowest = paths, 0, 0, 0, 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def run(self):
+        i = 0
+        while not self.done.wait(SCRAPE_EVERY_S):
+            try:
+                n, secs = read_metrics(self.paths[i % len(self.paths)])
+                self.docs += 1
+                self.bytes += n
+                self.slowest = max(self.slowest, secs)
+            except (OSError, RuntimeError):
+                self.errors += 1
+            i += 1
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
 
 
 class Server:
@@ -314,7 +368,8 @@ class Bench:
     def start_credgated(self, name, conf, extra=(), prefix=(), bench_settings=True):
         """credgated on @conf; bench_settings: no audit log, connection limits out of the way."""
         sock = os.path.join(self.work, f"{name}.sock")
-        argv = [self.credgated, "-c", conf, "-s", sock, "--rules-dir", self.empty, "--log-target", "stderr"]
+        argv = [self.credgated, "-c", conf, "-s", sock, "--rules-dir", self.empty, "--log-target", "stderr",
+                "--metrics-socket", os.path.join(self.work, f"{name}.metrics")]
         if bench_settings:
             argv += ["--log", "none", "--max-connections", "65536", "--max-connections-per-uid", "65536"]
         s = Server(name, argv + list(extra), sock, os.path.join(self.work, f"{name}.log"), prefix)
@@ -622,7 +677,13 @@ class Bench:
         for t in targets:
             for args in (["--mode", "connect", "--clients", "16"], ["--mode", "persistent", "--clients", "64"]):
                 self.load(t["server"].sock, args + ["--duration", "0.3", "--action", t["action"]])
+        scraper = Scraper([os.path.join(self.work, f"{key}.metrics") for key, *_ in policies])
+        scraper.start()
         self.matrix(targets)
+        scraper.stop()
+        log(f"metrics scraped during the matrix: {scraper.docs} documents, {scraper.bytes / 1e6:.1f} MB, "
+            f"{scraper.errors} errors, slowest {scraper.slowest * 1e3:.0f} ms")
+        big = read_metrics(os.path.join(self.work, "p100k.metrics"))
 
         time.sleep(1)
         mem = {key: (srv[key].kb("VmRSS"), srv[key].kb("VmHWM")) for key in srv}
@@ -658,7 +719,9 @@ class Bench:
         if hold.get("error"):
             log(f"idle connections on credgated: {hold['error']}")
 
-        self.info.update(cost=cost, lint_s=lint_s, check_s=check_s, ready={k: srv[k].ready_s for k in srv}, load_rss=load_rss, mem=mem,
+        self.info.update(scrape=dict(docs=scraper.docs, bytes=scraper.bytes, errors=scraper.errors,
+                                     slowest=scraper.slowest, big_bytes=big[0], big_s=big[1]),
+                         cost=cost, lint_s=lint_s, check_s=check_s, ready={k: srv[k].ready_s for k in srv}, load_rss=load_rss, mem=mem,
                          wp=wp, rl=rl, idle_rss=idle_rss, idle_hwm=idle_hwm, idle_split=idle_split, hold=hold,
                          hold_ref=hold_ref,
                          runtime=time.perf_counter() - t_start, targets=targets, policies=policies)
@@ -730,6 +793,12 @@ class Bench:
                      for cell in all_cells], f">= {T_SIZE_WILD} x", ge, T_SIZE_WILD)
         errs = sum(c["errors"] for c in self.cells)
         self.fig("matrix: errors and wrong answers in all cells", errs, "", "0", errs == 0)
+        sc = i["scrape"]
+        self.fig(f"metrics documents read during the matrix (one every {SCRAPE_EVERY_S:g} s, rule_stats on)",
+                 sc["docs"], "", "", None)
+        self.fig("metrics reads that failed or came without '# EOF'", sc["errors"], "", "0", sc["errors"] == 0)
+        self.fig("metrics document, 100,000 rules with per-rule counts: size", sc["big_bytes"] / 1e6, "MB", "", None)
+        self.fig("metrics document, 100,000 rules with per-rule counts: read in", sc["big_s"] * 1e3, "ms", "", None)
 
         ready = i["ready"]
         for key, label in (("p100k", "100,000 rules"), ("p100k-w", "100,000 rules + patterns")):

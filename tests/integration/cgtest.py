@@ -630,6 +630,23 @@ def reenter_with_private_run_systemd(flag_env):
     sys.exit(r.returncode)
 
 
+def read_document(path, timeout=10.0):
+    """Connect to the Unix socket @path and read until the server closes: a
+    metrics document (credgated(8), METRICS). Return: the text."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        chunks = []
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                return b"".join(chunks).decode()
+            chunks.append(b)
+    finally:
+        s.close()
+
+
 @contextlib.contextmanager
 def peer_connection(folder, uid, gid, groups):
     """A connected Unix stream socket whose peer is a child holding (uid,

@@ -64,7 +64,6 @@ import random
 import re
 import shlex
 import shutil
-import socket
 import pickle
 import select
 import signal
@@ -1073,17 +1072,7 @@ def check_rule_hits(h, pol, asked):
     decisions by the model's deciding rule. Without it, no per-rule series.
     @asked: the model answers of every action asked since the reload.
     Return None, or what went wrong."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(h.metrics)
-    data = b""
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        data += b
-    s.close()
-    doc = data.decode()
+    doc = cgtest.read_document(h.metrics)
     if not doc.endswith("# EOF\n"):
         return f"metrics document cut short:\n{doc[-500:]}"
     got = {}

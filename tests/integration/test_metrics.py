@@ -37,17 +37,7 @@ settings = {{ rule_stats = true; brokers = {{ uids = ["0"]; }}; max_connections_
 
 
 def read_doc(path, timeout=10):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    chunks = []
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        chunks.append(b)
-    s.close()
-    return b"".join(chunks).decode()
+    return cgtest.read_document(path, timeout)
 
 
 def samples(doc):
