@@ -255,6 +255,8 @@ typedef struct Listener {
         sd_event_source *src;
 } Listener;
 
+#define ACCEPT_PAUSE_USEC (100 * UINT64_C(1000)) /* out of descriptors: try again after this */
+
 struct MetricsServer {
         sd_event *event;
         metrics_snapshot_t snapshot;
@@ -266,6 +268,7 @@ struct MetricsServer {
         Client *clients;
         unsigned n_clients;
         uint64_t served, dropped;
+        sd_event_source *resume; /* re-enables the listeners after a pause */
 };
 
 static void client_free(Client *c, bool done) {
@@ -322,13 +325,38 @@ static int on_client_timeout(sd_event_source *src, uint64_t usec, void *userdata
         return 0;
 }
 
+static void set_accepting(MetricsServer *m, bool on) {
+        for (size_t i = 0; i < m->n_listeners; i++)
+                (void) sd_event_source_set_enabled(m->listeners[i].src, on ? SD_EVENT_ON : SD_EVENT_OFF);
+}
+
+static int on_resume(sd_event_source *src, uint64_t usec, void *userdata) {
+        set_accepting(userdata, true);
+        return 0;
+}
+
 static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *userdata) {
         MetricsServer *m = userdata;
 
         for (int i = 0; i < 16; i++) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+                        /* The client stays in the backlog and the listener stays
+                         * readable: pause instead of spinning on the loop. */
+                        uint64_t now = 0;
+                        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+                        set_accepting(m, false);
+                        if (!m->resume && sd_event_add_time(m->event, &m->resume, CLOCK_MONOTONIC, 0, 0, on_resume,
+                                                            m) < 0) {
+                                set_accepting(m, true);
+                                return 0;
+                        }
+                        (void) sd_event_source_set_time(m->resume, now + ACCEPT_PAUSE_USEC);
+                        (void) sd_event_source_set_enabled(m->resume, SD_EVENT_ONESHOT);
+                        return 0;
+                }
                 if (fd < 0)
-                        return 0; /* EAGAIN, or out of descriptors: try at the next readiness */
+                        return 0; /* EAGAIN: all taken */
                 Client *c = m->n_clients < METRICS_MAX_CLIENTS ? calloc(1, sizeof(Client)) : NULL;
                 uint64_t now = 0;
                 if (!c) {
@@ -394,6 +422,7 @@ MetricsServer *metrics_server_free(MetricsServer *m) {
                 return NULL;
         while (m->clients)
                 client_free(m->clients, false);
+        sd_event_source_disable_unref(m->resume);
         for (size_t i = 0; i < m->n_listeners; i++) {
                 sd_event_source_disable_unref(m->listeners[i].src);
                 close(m->listeners[i].fd);

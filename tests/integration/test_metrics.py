@@ -345,6 +345,61 @@ class TestSlowReaders(unittest.TestCase):
         self.assertGreater(len(doc), 1_000_000)
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class TestOutOfDescriptors(unittest.TestCase):
+    def test_metrics_client_while_out_of_fds(self):
+        """RLIMIT_NOFILE 40 and 60 decision connections held: a metrics client
+        waiting in the backlog must not make the loop spin on accept()
+        (under 0.3 s of CPU in 2 s; a spinning loop takes a whole core), and
+        gets its document once descriptors are free again."""
+        import resource
+        d = cgtest.Daemon('rules = ( { action = "a"; effect = "allow"; anyone = true; } );\n',
+                          args=["--log", "none", "--log-target", "stderr", "--max-connections-per-uid", "1000"])
+        msock = os.path.join(d.dir, "m.sock")
+        d.args += ["--metrics-socket", msock]
+        d.start()
+        self.addCleanup(d.stop)
+        resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (40, 40))
+        held = []
+        self.addCleanup(lambda: [h.close() for h in held])
+        for _ in range(60):
+            h = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            h.setblocking(False)
+            try:
+                h.connect(d.socket)
+            except BlockingIOError:
+                pass
+            held.append(h)
+        cgtest.wait_until(lambda: len(os.listdir(f"/proc/{d.pid}/fd")) >= 38, timeout=10,
+                          what="the daemon near its descriptor limit")
+        m = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        m.settimeout(15)
+        m.connect(msock)  # into the backlog
+        time.sleep(0.3)
+        cpu0 = cpu_seconds(d.pid)
+        time.sleep(2.0)
+        used = cpu_seconds(d.pid) - cpu0
+        self.assertLess(used, 0.3, f"the daemon used {used:.2f} s of CPU in 2 s out of descriptors")
+        for h in held:
+            h.close()
+        held.clear()
+        data = b""
+        while True:
+            b = m.recv(1 << 20)
+            if not b:
+                break
+            data += b
+        m.close()
+        self.assertTrue(data.endswith(b"# EOF\n"), data[-200:])
+        with cgtest.Client(d.socket) as c:
+            self.assertEqual(c.ask("CHECK a"), "ALLOW")
+
+
 class TestActivated(unittest.TestCase):
     def test_named_sockets(self):
         """systemd hands both sockets; the one named "metrics" serves documents."""
