@@ -235,12 +235,17 @@ static int print_rules(const Doc *d) {
                 return fail("per-rule counts are off: set rule_stats = true in the settings of the policy "
                             "(credgate.conf(5)) and reload");
         printf("%12s  %-19s  %s\n", "HITS", "LAST HIT", "RULE");
+        /* Both families list rules in evaluation order, the last hits only those
+         * that decided: one walk over each finds every rule's last hit. */
+        size_t j = 0;
         for (size_t i = 0; i < d->n; i++) {
                 if (strcmp(d->v[i].name, "credgate_rule_hits_total") != 0)
                         continue;
-                char last_labels[8300];
-                snprintf(last_labels, sizeof(last_labels), "%s", d->v[i].labels);
-                double last = get(d, "credgate_rule_last_hit_timestamp_seconds", last_labels);
+                while (j < d->n && strcmp(d->v[j].name, "credgate_rule_last_hit_timestamp_seconds") != 0)
+                        j++;
+                double last = -1;
+                if (j < d->n && strcmp(d->v[j].labels, d->v[i].labels) == 0)
+                        last = d->v[j++].value;
                 printf("%12.0f  %-19s  %s\n", d->v[i].value, when(last, t, sizeof(t)),
                        label(d->v[i].labels, "rule", rule, sizeof(rule)) ? rule : "?");
         }
