@@ -137,8 +137,7 @@ struct Server {
         MetricsCounters counters; /* what the metrics show beyond stats */
         MetricsServer *metrics;   /* the metrics sockets; NULL without any */
         uint64_t start_realtime;  /* seconds */
-        RuleHits *hits;           /* settings.rule_stats: per rule of s->policy, else NULL */
-        size_t n_hits;
+        RuleHits *hits;           /* settings.rule_stats: one per rule of s->policy, else NULL */
         uint64_t hits_since;      /* CLOCK_REALTIME seconds s->policy was loaded */
         char buf[READ_CHUNK];
 };
@@ -574,7 +573,7 @@ static void on_decision(void *userdata, const char *action, const Verdict *v, co
         /* Per-rule counts belong to the policy in force; a request held back
          * across a reload was decided by the old one (another revision
          * string) and is not counted. */
-        if (s->hits && v->file && v->rule < s->n_hits && v->revision == policy_revision(s->policy)) {
+        if (s->hits && v->file && v->revision == policy_revision(s->policy)) {
                 uint64_t now = 0;
                 (void) sd_event_now(s->event, CLOCK_REALTIME, &now);
                 s->hits[v->rule].hits++;
@@ -793,14 +792,11 @@ static void reset_hits(Server *s) {
         (void) sd_event_now(s->event, CLOCK_REALTIME, &now);
         s->hits_since = now / USEC_PER_SEC;
         s->hits = mfree(s->hits);
-        s->n_hits = 0;
         if (!s->settings.rule_stats || policy_n_rules(s->policy) == 0)
                 return;
         s->hits = calloc(policy_n_rules(s->policy), sizeof(RuleHits));
         if (!s->hits)
                 log_warning("out of memory for per-rule counts: not counting until the next reload");
-        else
-                s->n_hits = policy_n_rules(s->policy);
 }
 
 static void apply_settings(Server *s, const Settings *file) {
@@ -918,8 +914,9 @@ static void take_snapshot(void *userdata, MetricsSnapshot *ret) {
                 .policy = policy_ref(s->policy),
                 .hits_since = s->hits_since,
         };
-        if (s->hits && (ret->hits = malloc(s->n_hits * sizeof(RuleHits))))
-                memcpy(ret->hits, s->hits, s->n_hits * sizeof(RuleHits));
+        size_t n = policy_n_rules(s->policy) * sizeof(RuleHits);
+        if (s->hits && (ret->hits = malloc(n)))
+                memcpy(ret->hits, s->hits, n);
 }
 
 int server_add_metrics_listener(Server *s, int fd, const char *unlink_path) {
