@@ -275,6 +275,22 @@ static void log_untrusted_folder(const char *path) {
                           dir);
 }
 
+/* Bind @path (listen_bind_mode()), saying why when it cannot. Return: the fd, or -errno. */
+static int bind_logged(const char *path, mode_t mode) {
+        int fd = listen_bind_mode(path, mode);
+        if (fd == -EPERM)
+                log_untrusted_folder(path);
+        else if (fd < 0) {
+                const char *why = fd == -EADDRINUSE      ? "a server is already running there"
+                                  : fd == -EEXIST        ? "the path exists and is not a socket; not touching it"
+                                  : fd == -ENAMETOOLONG ? "the path is too long for a Unix socket"
+                                  : fd == -ENOTDIR      ? "a component of the path is not a folder"
+                                                         : strerror(-fd);
+                log_error("cannot listen on '%s': %s", path, why);
+        }
+        return fd;
+}
+
 static int listen_all(Server *s, const Args *a, bool *ret_activated) {
         _cleanup_free_ int *fds = NULL;
         _cleanup_free_ bool *metrics = NULL;
@@ -305,35 +321,16 @@ static int listen_all(Server *s, const Args *a, bool *ret_activated) {
                 return 0;
 
         if (a->metrics_socket) {
-                int fd = listen_bind_mode(a->metrics_socket, 0600);
-                if (fd == -EPERM) {
-                        log_untrusted_folder(a->metrics_socket);
+                int fd = bind_logged(a->metrics_socket, 0600);
+                if (fd < 0)
                         return fd;
-                }
-                if (fd < 0) {
-                        log_error("cannot listen on '%s': %s", a->metrics_socket,
-                                  fd == -EADDRINUSE ? "a server is already running there" : strerror(-fd));
-                        return fd;
-                }
                 int r = server_add_metrics_listener(s, fd, a->metrics_socket);
                 if (r < 0)
                         return r;
         }
-
-        int fd = listen_bind(a->socket);
-        if (fd == -EPERM) {
-                log_untrusted_folder(a->socket);
+        int fd = bind_logged(a->socket, 0666);
+        if (fd < 0)
                 return fd;
-        }
-        if (fd < 0) {
-                const char *why = fd == -EADDRINUSE      ? "a server is already running there"
-                                  : fd == -EEXIST        ? "the path exists and is not a socket; not touching it"
-                                  : fd == -ENAMETOOLONG ? "the path is too long for a Unix socket"
-                                  : fd == -ENOTDIR      ? "a component of the path is not a folder"
-                                                         : strerror(-fd);
-                log_error("cannot listen on '%s': %s", a->socket, why);
-                return fd;
-        }
         return server_add_listener(s, fd, a->socket);
 }
 
